@@ -1,0 +1,187 @@
+"""Reverse-mode differentiation of an ONNX graph, emitting standard ONNX nodes.
+
+Only nodes on a path from the explained input to the score get a rule: a
+value is differentiable when it is floating point and depends on the input,
+so shape arithmetic (int64), masks (bool) and constant branches drop out by
+themselves. Weight gradients are never built.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import onnx_ir as ir
+
+from onnxsal.errors import UnsupportedModelError
+from onnxsal.graph.builder import Builder, attr, is_float
+
+
+@dataclass
+class Ctx:
+    """What a gradient rule sees: the forward node, incoming gradients, a builder."""
+
+    b: Builder
+    node: ir.Node
+    dy: list[ir.Value | None]
+    wants: list[bool]
+
+    @property
+    def x(self) -> Sequence[ir.Value | None]:
+        return self.node.inputs
+
+    @property
+    def y(self) -> Sequence[ir.Value]:
+        return self.node.outputs
+
+    @property
+    def g(self) -> ir.Value:
+        """The incoming gradient of a single-output node."""
+        g = self.dy[0]
+        assert g is not None, "rules of single-output ops are only called with a gradient"
+        return g
+
+    def attr(self, name: str, default: Any = None) -> Any:
+        return attr(self.node, name, default)
+
+    def input(self, i: int) -> ir.Value | None:
+        return self.node.inputs[i] if i < len(self.node.inputs) else None
+
+
+Rule = Callable[[Ctx], Sequence["ir.Value | None"]]
+
+
+def wrt(*indices: int) -> Callable[[Rule], Rule]:
+    """Declare which inputs a rule differentiates (default: all of them).
+
+    The engine refuses, before emitting anything, a graph that needs the
+    gradient of any other input (a Conv whose weights depend on the image).
+    """
+
+    def mark(rule: Rule) -> Rule:
+        rule.wrt = frozenset(indices)  # type: ignore[attr-defined]
+        return rule
+
+    return mark
+
+
+def _differentiates(rule: Rule, index: int) -> bool:
+    declared = getattr(rule, "wrt", None)
+    return declared is None or index in declared
+
+
+class Modifier(Protocol):
+    """Replaces the backward rule of some nodes (see onnxsal.modifiers)."""
+
+    name: str
+
+    def rule_for(self, node: ir.Node) -> tuple[Rule, str] | None: ...
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """One node whose backward a modifier replaced."""
+
+    node: str
+    op_type: str
+    pattern: str
+
+
+@dataclass
+class Backward:
+    """The result of `backprop`: the input gradient and what the modifier touched."""
+
+    grad: ir.Value
+    rewrites: list[Rewrite] = field(default_factory=list)
+    path_ops: dict[str, int] = field(default_factory=dict)
+
+
+def _path_nodes(graph: ir.Graph, wrt: ir.Value, score: ir.Value) -> tuple[list[ir.Node], set]:
+    """Nodes through which the score depends on `wrt`, in topological order."""
+    nodes = list(graph)
+    forward: set[ir.Value] = {wrt}
+    for node in nodes:
+        if any(i is not None and i in forward for i in node.inputs):
+            forward.update(o for o in node.outputs if is_float(o))
+    needed: set[ir.Value] = {score}
+    for node in reversed(nodes):
+        if any(o in needed for o in node.outputs):
+            needed.update(i for i in node.inputs if i is not None)
+    on_path = forward & needed
+    return [n for n in nodes if any(o in on_path for o in n.outputs)], on_path
+
+
+def backprop(
+    b: Builder,
+    wrt: ir.Value,
+    score: ir.Value,
+    seed: ir.Value,
+    rules: Mapping[str, Rule],
+    modifier: Modifier | None = None,
+) -> Backward:
+    """Append the gradient of `score` (weighted by `seed`) w.r.t. `wrt` to b's graph."""
+    path, on_path = _path_nodes(b.graph, wrt, score)
+    if score not in on_path:
+        raise UnsupportedModelError(
+            f"'{score.name}' does not depend on the input '{wrt.name}', so its gradient is "
+            "zero everywhere. Choose an output or layer computed from that input."
+        )
+
+    chosen: dict[ir.Node, Rule] = {}
+    rewrites: list[Rewrite] = []
+    missing: dict[str, list[str]] = defaultdict(list)
+    path_ops: dict[str, int] = defaultdict(int)
+    for node in path:
+        key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+        path_ops[key] += 1
+        override = modifier.rule_for(node) if modifier is not None else None
+        rule = override[0] if override is not None else rules.get(key)
+        label = node.name or f"<unnamed {node.op_type}>"
+        if rule is None:
+            missing[key].append(label)
+            continue
+        for i, inp in enumerate(node.inputs):
+            if inp is not None and inp in on_path and not _differentiates(rule, i):
+                missing[f"{key} (w.r.t. input {i}, '{inp.name}')"].append(label)
+        chosen[node] = rule
+        if override is not None:
+            rewrites.append(Rewrite(node.name or "", node.op_type, override[1]))
+    if missing:
+        lines = [
+            f"  {op}: {len(names)} node(s), first '{names[0]}'"
+            for op, names in sorted(missing.items())
+        ]
+        raise UnsupportedModelError(
+            "The gradient engine has no rule for these operators on the path from the input "
+            "to the score:\n" + "\n".join(lines) + "\nExplain an earlier layer (layer=...), or "
+            "file an issue with the model: each operator needs one vector-Jacobian rule."
+        )
+
+    grads: dict[ir.Value, list[ir.Value]] = defaultdict(list)
+    grads[score].append(seed)
+
+    def total(v: ir.Value) -> ir.Value | None:
+        parts = grads.pop(v, None)
+        if not parts:
+            return None
+        if len(parts) == 1:
+            return parts[0]
+        acc = b.op("Sum", *parts)
+        return acc
+
+    for node in reversed(path):
+        dy = [total(o) if o in on_path else None for o in node.outputs]
+        if all(g is None for g in dy):
+            continue
+        wants = [i is not None and i in on_path for i in node.inputs]
+        results = list(chosen[node](Ctx(b, node, dy, wants)))
+        results += [None] * (len(node.inputs) - len(results))
+        for inp, want, g in zip(node.inputs, wants, results):
+            if want and g is not None:
+                grads[inp].append(g)
+    grad = total(wrt)
+    if grad is None:  # every path went through a piecewise-constant op (Floor, Sign...)
+        grad = b.zeros_like(wrt)
+    return Backward(grad, rewrites, dict(path_ops))

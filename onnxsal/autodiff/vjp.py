@@ -1,0 +1,53 @@
+"""`vjp_model`: the vector-Jacobian product of any ONNX model, as an ONNX model."""
+
+from __future__ import annotations
+
+import onnx
+import onnx_ir as ir
+
+from onnxsal.autodiff.engine import backprop
+from onnxsal.autodiff.rules import RULES
+from onnxsal.errors import TargetError
+from onnxsal.graph.builder import Builder
+from onnxsal.graph.export import finish
+from onnxsal.graph.load import ModelSource, load_model
+from onnxsal.graph.normalize import normalize
+
+COTANGENT = "cotangent"
+GRADIENT = "gradient"
+
+
+def vjp_model(
+    model: ModelSource,
+    *,
+    wrt: str | None = None,
+    of: str | None = None,
+    method: str = "vanilla",
+    verify: bool = True,
+) -> onnx.ModelProto:
+    """A model that maps (the model's inputs, `cotangent`) to `gradient` = cotangent^T J.
+
+    `wrt` names the input differentiated (default: the first), `of` the tensor
+    (default: the first output); `cotangent` has that tensor's shape. `method`
+    picks a backprop modifier ("vanilla" is the true VJP).
+    """
+    from onnxsal.modifiers import MODIFIERS
+
+    irm = normalize(load_model(model), verify=verify).model
+    graph = irm.graph
+    values = {v.name: v for v in graph.inputs}
+    for node in graph:
+        values.update({v.name: v for v in node.outputs})
+    x = graph.inputs[0] if wrt is None else values.get(wrt)
+    y = graph.outputs[0] if of is None else values.get(of)
+    if x is None or y is None:
+        raise TargetError(f"No tensor named '{wrt if x is None else of}' in the model.")
+    # Rank only: onnx's inferred output sizes are not always right.
+    shape = (
+        ir.Shape([f"{COTANGENT}_{i}" for i in range(len(y.shape))]) if y.shape is not None else None
+    )
+    cotangent = ir.Value(name=COTANGENT, shape=shape, type=ir.TensorType(y.dtype))
+    graph.inputs.append(cotangent)
+    b = Builder(graph, dtype=x.dtype)
+    back = backprop(b, x, y, cotangent, RULES, MODIFIERS[method])
+    return finish(irm, b, [(GRADIENT, back.grad, x.dtype, x.shape)])

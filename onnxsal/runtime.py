@@ -1,0 +1,102 @@
+"""onnxruntime sessions: provider choice and a friendly error when the runtime is missing.
+
+`providers=None` means: the CUDA execution provider when onnxruntime-gpu is
+installed and a GPU is visible, the CPU provider otherwise. Whether CUDA
+really runs is read back from the session (onnxruntime falls back to the CPU
+silently when the CUDA libraries or the device are missing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Sequence
+from importlib import metadata
+from typing import Any
+
+from onnxsal.errors import OnnxsalWarning, RuntimeUnavailableError
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+ProviderSpec = str | tuple[str, dict[str, Any]]
+
+_INSTALL_HINT = (
+    "Install the runtime with pip install 'onnxsal[cpu]', or 'onnxsal[gpu]' for NVIDIA GPUs "
+    "(after pip uninstall -y onnxruntime)."
+)
+
+
+def ort() -> Any:
+    """The onnxruntime module, or a RuntimeUnavailableError that says how to install it."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise RuntimeUnavailableError(f"onnxruntime is not installed. {_INSTALL_HINT}") from exc
+    if not hasattr(onnxruntime, "InferenceSession"):
+        raise RuntimeUnavailableError(
+            "onnxruntime is broken, usually because both onnxruntime and onnxruntime-gpu are "
+            "installed. Fix: pip uninstall -y onnxruntime onnxruntime-gpu, then "
+            "pip install 'onnxsal[cpu]' or 'onnxsal[gpu]'."
+        )
+    return onnxruntime
+
+
+def _both_runtimes_installed() -> bool:
+    names = set()
+    for dist in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            metadata.version(dist)
+            names.add(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return len(names) == 2
+
+
+def _gpu_hidden() -> bool:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return visible is not None and visible.strip() in ("", "-1")
+
+
+def default_providers() -> list[str]:
+    """CUDA (then CPU) when onnxruntime-gpu and a visible GPU exist, else CPU."""
+    rt = ort()
+    if CUDA in rt.get_available_providers() and not _gpu_hidden():
+        preload = getattr(rt, "preload_dlls", None)
+        if preload is not None:  # CUDA/cuDNN from the nvidia-* wheels, if present
+            with contextlib.suppress(Exception):
+                preload()
+        return [CUDA, CPU]
+    return [CPU]
+
+
+def resolve_providers(providers: Sequence[ProviderSpec] | None) -> list[ProviderSpec]:
+    if providers is None:
+        if _both_runtimes_installed():
+            warnings.warn(
+                "Both onnxruntime and onnxruntime-gpu are installed; they share one import name "
+                "and break each other. Keep one: pip uninstall -y onnxruntime (for the GPU).",
+                OnnxsalWarning,
+                stacklevel=3,
+            )
+        return list(default_providers())
+    return list(providers)
+
+
+def session(
+    model_bytes: bytes,
+    providers: Sequence[ProviderSpec],
+    options: Any = None,
+) -> Any:
+    rt = ort()
+    if options is None:
+        options = rt.SessionOptions()
+        options.log_severity_level = 3
+    return rt.InferenceSession(model_bytes, sess_options=options, providers=list(providers))
+
+
+def run_once(model: Any, feeds: dict[str, Any]) -> list[Any]:
+    """Run a ModelProto once on the CPU (used to check model rewrites)."""
+    sess = session(model.SerializeToString(), [CPU])
+    return sess.run(None, feeds)
