@@ -43,23 +43,74 @@ def _sole_use(value: ir.Value, node: ir.Node) -> bool:
     return all(use.node is node for use in value.uses()) and not value.is_graph_output()
 
 
+def _inner(value: ir.Value | None, op_type: str, user: ir.Node) -> ir.Node | None:
+    """value's producer if it is an `op_type` node feeding only `user`."""
+    producer = value.producer() if value is not None else None
+    if producer is None or producer.op_type != op_type or not _sole_use(value, user):
+        return None
+    return producer
+
+
+def _scalar(value: ir.Value | None) -> float | None:
+    array = const_array(value)
+    return float(array.reshape(())) if array is not None and array.size == 1 else None
+
+
+def _pairs(node: ir.Node):
+    a, b = node.inputs
+    return ((a, b), (b, a))
+
+
 def _mul_gate(node: ir.Node) -> Gate | None:
-    """x * Sigmoid(x) (SiLU/Swish) and x * HardSigmoid(x) (HardSwish before opset 14)."""
+    """Gating activations exporters write as x * s(x): SiLU, HardSwish, Mish, GELU."""
     if len(node.inputs) != 2:
         return None
-    for x, other in (node.inputs, reversed(node.inputs)):
-        producer = other.producer() if other is not None else None
-        if producer is None or producer.inputs[0] is not x or not _sole_use(other, node):
-            continue
-        if producer.op_type == "Sigmoid":
-            return Gate("x*Sigmoid(x)", x, lambda b, x=x, s=other: activations.silu_slope(b, x, s))
-        if producer.op_type == "HardSigmoid":
-            alpha, beta = attr(producer, "alpha", 0.2), attr(producer, "beta", 0.5)
+    for x, other in _pairs(node):
+        if (p := _inner(other, "Sigmoid", node)) is not None and p.inputs[0] is x:
             return Gate(
-                "x*HardSigmoid(x)",
-                x,
-                lambda b, x=x, a=alpha, c=beta: activations.hardswish_slope(b, x, a, c),
+                "x*Sigmoid(x) (SiLU)", x, lambda b, x=x, s=other: activations.silu_slope(b, x, s)
             )
+        if (p := _inner(other, "HardSigmoid", node)) is not None and p.inputs[0] is x:
+            a, c = attr(p, "alpha", 0.2), attr(p, "beta", 0.5)
+            return Gate(
+                "x*HardSigmoid(x) (HardSwish)",
+                x,
+                lambda b, x=x, a=a, c=c: activations.hardswish_slope(b, x, a, c),
+            )
+        if (p := _inner(other, "Tanh", node)) is not None:
+            sp = _inner(p.inputs[0], "Softplus", p)
+            if sp is not None and sp.inputs[0] is x:
+                return Gate(
+                    "x*Tanh(Softplus(x)) (Mish)", x, lambda b, x=x: activations.mish_slope(b, x)
+                )
+    return _gelu_erf_gate(node)
+
+
+def _gelu_erf_gate(node: ir.Node) -> Gate | None:
+    """(x * (1 + erf(x / sqrt 2))) * 0.5: GELU as TorchScript and opset-18 exports write it."""
+    for half, inner in _pairs(node):
+        if _scalar(half) != 0.5 or (m := _inner(inner, "Mul", node)) is None:
+            continue
+        for x, one_plus in _pairs(m):
+            add = _inner(one_plus, "Add", m)
+            if add is None:
+                continue
+            for erf_out, one in _pairs(add):
+                erf = _inner(erf_out, "Erf", add)
+                if _scalar(one) != 1.0 or erf is None:
+                    continue
+                scaled = erf.inputs[0].producer()
+                if scaled is None or scaled.inputs[0] is not x or not _sole_use(erf.inputs[0], erf):
+                    continue
+                k = _scalar(scaled.inputs[1])
+                if (scaled.op_type == "Div" and k is not None and abs(k - 2**0.5) < 1e-5) or (
+                    scaled.op_type == "Mul" and k is not None and abs(k - 2**-0.5) < 1e-5
+                ):
+                    return Gate(
+                        "x*(1+erf(x/sqrt2))/2 (GELU)",
+                        x,
+                        lambda b, x=x: activations.gelu_slope(b, x, "none"),
+                    )
     return None
 
 
@@ -67,28 +118,28 @@ def _max_zero_gate(node: ir.Node) -> Gate | None:
     """Max(x, 0): a ReLU written with Max."""
     if len(node.inputs) != 2:
         return None
-    for x, other in (node.inputs, reversed(node.inputs)):
-        value = const_array(other)
-        if value is not None and value.size == 1 and float(value.reshape(())) == 0.0:
+    for x, other in _pairs(node):
+        if _scalar(other) == 0.0:
             return Gate("Max(x, 0)", x, lambda b, x=x: activations.positive(b, x))
     return None
 
 
-# Op types treated as rectifiers, and the pattern name reported for them.
+# Op types that can act as rectifiers, and what is recognised for each.
 RECTIFIERS: dict[str, str] = {
     "Relu": "Relu",
     "Clip": "Clip with min 0 (ReLU6, bounded ReLU)",
     "LeakyRelu": "LeakyRelu",
     "PRelu": "PRelu",
+    "ThresholdedRelu": "ThresholdedRelu",
     "Elu": "Elu",
     "Celu": "Celu",
     "Selu": "Selu",
-    "ThresholdedRelu": "ThresholdedRelu",
     "HardSwish": "HardSwish",
-    "Gelu": "Gelu",
+    "Gelu": "Gelu (both approximations)",
     "Mish": "Mish",
     "Softplus": "Softplus",
-    "Mul": "x*Sigmoid(x) (SiLU) or x*HardSigmoid(x) (HardSwish)",
+    "Mul": "x*Sigmoid(x) (SiLU), x*HardSigmoid(x) (HardSwish), x*Tanh(Softplus(x)) (Mish), "
+    "x*(1+erf(x/sqrt2))/2 (GELU)",
     "Max": "Max(x, 0)",
 }
 
@@ -120,9 +171,9 @@ class BackpropModifier:
             return None
         return partial(self._apply, gate), gate.pattern
 
-    def _apply(self, gate: Gate, ctx: Ctx):
-        dx = self.gate_backward(ctx.b, ctx.g, gate)
-        return [dx if inp is gate.x else None for inp in ctx.node.inputs]
+    def _apply(self, gate: Gate, ctx: Ctx) -> dict[ir.Value, ir.Value]:
+        # Patterns span several nodes: the gradient goes straight to the gate's input.
+        return {gate.x: self.gate_backward(ctx.b, ctx.g, gate)}
 
     def gate_backward(self, b: Builder, g: ir.Value, gate: Gate) -> ir.Value:
         raise NotImplementedError
@@ -143,7 +194,7 @@ class GuidedBackprop(BackpropModifier):
         x = gate.x
         zero = b.scalar(0.0, x)
         passed = b.Where(b.Greater(x, zero), b.Relu(g), zero)
-        if gate.pattern in ("Relu", "Max(x, 0)"):
+        if gate.pattern in ("Relu", "Max(x, 0)", "LeakyRelu", "PRelu"):
             return passed
         return b.Mul(passed, gate.slope(b))
 

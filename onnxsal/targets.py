@@ -46,6 +46,7 @@ def logits_of(b: Builder, output: ir.Value) -> tuple[ir.Value, ir.Node | None]:
     for step in reversed(chain):
         attrs = {name: a.value for name, a in step.attributes.items()}
         logits = b.op(step.op_type, logits, *step.inputs[1:], **attrs)
+        logits.shape = step.outputs[0].shape  # softmax keeps shapes
     return logits, node
 
 

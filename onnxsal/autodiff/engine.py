@@ -50,7 +50,10 @@ class Ctx:
         return self.node.inputs[i] if i < len(self.node.inputs) else None
 
 
-Rule = Callable[[Ctx], Sequence["ir.Value | None"]]
+# A rule returns one gradient per input (None: nothing flows there), or a
+# mapping {value: gradient} when it differentiates a pattern of several nodes
+# (a backprop modifier's gate) and the value is not among the node's inputs.
+Rule = Callable[[Ctx], "Sequence[ir.Value | None] | Mapping[ir.Value, ir.Value]"]
 
 
 def wrt(*indices: int) -> Callable[[Rule], Rule]:
@@ -176,8 +179,13 @@ def backprop(
         if all(g is None for g in dy):
             continue
         wants = [i is not None and i in on_path for i in node.inputs]
-        results = list(chosen[node](Ctx(b, node, dy, wants)))
-        results += [None] * (len(node.inputs) - len(results))
+        results = chosen[node](Ctx(b, node, dy, wants))
+        if isinstance(results, Mapping):
+            for value, g in results.items():
+                if value in on_path and g is not None:
+                    grads[value].append(g)
+            continue
+        results = list(results) + [None] * (len(node.inputs) - len(results))
         for inp, want, g in zip(node.inputs, wants, results):
             if want and g is not None:
                 grads[inp].append(g)

@@ -34,16 +34,26 @@ class Layer:
 
 
 def module_path(node: ir.Node) -> tuple[str, ...]:
-    """Framework module names enclosing a node, outermost first."""
+    """Qualified names of the framework modules enclosing a node, outermost first."""
     namespace = (node.metadata_props or {}).get("namespace")
     if namespace:
-        # ": pkg.Net/features: Sequential/features.2: ReLU/relu: aten.relu.default"
+        # torch dynamo: ": pkg.Net/layer3: Block/layer3.body: Sequential/.../relu: aten.relu"
         parts = [p.split(":", 1)[0].strip() for p in namespace.split("/")]
         return tuple(p for p in parts[:-1] if p)
     name = node.name or ""
-    if "/" in name:
-        return tuple(p for p in name.split("/")[:-1] if p)
-    return ()
+    if "/" not in name:
+        return ()
+    # TorchScript "/layer3/body/body.3/Conv" (a child is named after its parent:
+    # "body.3" is child 3 of "body"), tf2onnx "model/block1_conv1/Relu".
+    qualified: list[str] = []
+    for part in (p for p in name.split("/")[:-1] if p):
+        if qualified:
+            parent = qualified[-1].rsplit(".", 1)[-1] if "." in qualified[-1] else qualified[-1]
+            child = part[len(parent) + 1 :] if part.startswith(parent + ".") else part
+            qualified.append(f"{qualified[-1]}.{child}")
+        else:
+            qualified.append(part)
+    return tuple(qualified)
 
 
 def _module_outputs(graph: ir.Graph) -> dict[str, ir.Value]:
@@ -92,17 +102,31 @@ class LayerIndex:
     def _tables(self):
         return (self.declared, self.values, self.nodes, self.modules)
 
+    def _matches(self, tables, test) -> dict[str, ir.Value]:
+        hits: dict[str, ir.Value] = {}
+        for table in tables:
+            for name, value in table.items():
+                if test(name):
+                    hits.setdefault(value.name, value)
+        return hits
+
     def resolve(self, query: str) -> ir.Value:
+        """Exact names first, then a module path ending in `query`, then any piece."""
         for table in self._tables():
             if query in table:
                 return table[query]
+        named = (self.declared, self.modules)
         hits: dict[str, ir.Value] = {}
-        for table in self._tables():
-            for name, value in table.items():
-                if query in name:
-                    hits.setdefault(value.name, value)
-        if len(hits) == 1:
-            return next(iter(hits.values()))
+        for test, tables in (
+            (lambda n: n.endswith("." + query), named),
+            (lambda n: query in n, named),
+            (lambda n: query in n, self._tables()),
+        ):
+            hits = self._matches(tables, test)
+            if len(hits) == 1:
+                return next(iter(hits.values()))
+            if hits:
+                break
         if hits:
             shown = sorted(self.describe(v) for v in hits.values())
             raise TargetError(

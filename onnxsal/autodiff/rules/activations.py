@@ -135,8 +135,7 @@ def d_softplus(b: Builder, node: ir.Node) -> ir.Value:
     return b.Sigmoid(_x(node))
 
 
-def d_mish(b: Builder, node: ir.Node) -> ir.Value:
-    x = _x(node)
+def mish_slope(b: Builder, x: ir.Value) -> ir.Value:
     t = b.Tanh(b.Softplus(x))
     sig = b.Sigmoid(x)
     return b.Add(t, b.Mul(b.Mul(x, sig), b.Sub(b.scalar(1.0, x), b.Mul(t, t))))
@@ -154,7 +153,7 @@ DERIVATIVES: dict[str, Derivative] = {
     "HardSigmoid": d_hardsigmoid,
     "HardSwish": lambda b, n: hardswish_slope(b, _x(n), 1.0 / 6.0, 0.5),
     "Gelu": lambda b, n: gelu_slope(b, _x(n), attr(n, "approximate", "none")),
-    "Mish": d_mish,
+    "Mish": lambda b, n: mish_slope(b, _x(n)),
     "Softplus": d_softplus,
     "Softsign": lambda b, n: b.Reciprocal(
         b.Pow(b.Add(b.scalar(1.0, _x(n)), b.Abs(_x(n))), b.scalar(2.0, _x(n)))
