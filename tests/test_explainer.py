@@ -218,7 +218,7 @@ def test_saliency_model_is_cached_checked_and_runs_standalone():
     assert ex.saliency_model("deconv").SerializeToString() == sal.SerializeToString()
     assert len(ex._graphs) == 1
     t = np.array([1, -1, 0, 3, -1], np.int64)
-    attribution, score, used, units = run(sal, {"x": X, "target": t})
+    attribution, _score, used, _units = run(sal, {"x": X, "target": t})
     res = ex.run(X, "deconv", target=None)
     np.testing.assert_array_equal(used[[1, 4]], res.target[[1, 4]])
     np.testing.assert_allclose(ex.explain(X, "deconv", target=used), attribution, rtol=1e-6)

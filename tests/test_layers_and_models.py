@@ -54,7 +54,7 @@ def test_unit_of_a_module_by_its_framework_name(resnet, exporter, layer, unit):
 
 
 def test_per_sample_units_and_top_unit(resnet):
-    model, paths = resnet
+    _model, paths = resnet
     ex = onnxsal.Explainer(paths["dynamo"])
     res = ex.run(X, layer="layer2", unit=[1, 9])
     np.testing.assert_array_equal(res.target, [1, 9])
@@ -125,7 +125,7 @@ def test_nhwc_input_keeps_its_layout(tmp_path):
         torch.tensor(x, dtype=torch.float64), target=torch.tensor([1, 2])
     )
     assert got.shape == x.shape and rel_l2(got, ref.detach().numpy()) < 1e-4
-    with pytest.raises(onnxsal.InputError, match="x.transpose"):
+    with pytest.raises(onnxsal.InputError, match=r"x\.transpose"):
         ex.explain(np.zeros((1, 3, 16, 16), np.float32))
 
 
