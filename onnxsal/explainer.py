@@ -15,7 +15,7 @@ from onnxsal import runtime
 from onnxsal.autodiff import RULES, Rewrite, backprop
 from onnxsal.errors import InputError, OnnxsalWarning, TargetError
 from onnxsal.graph.builder import Builder, is_float, static_dims
-from onnxsal.graph.export import finish
+from onnxsal.graph.export import finish, sizes_trustworthy
 from onnxsal.graph.layers import Layer, LayerIndex
 from onnxsal.graph.load import ModelSource, load_model
 from onnxsal.graph.normalize import normalize
@@ -189,7 +189,7 @@ class Explainer:
         model = ir.from_proto(onnx.load_model_from_string(self._base))
         graph = model.graph
         x = next(v for v in graph.inputs if v.name == self.input_name)
-        b = Builder(graph, dtype=x.dtype)
+        b = Builder(graph, dtype=x.dtype, trust_sizes=sizes_trustworthy(graph))
         if layer is not None:
             explained = LayerIndex(model).resolve(layer)
             axis = (

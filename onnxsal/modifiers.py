@@ -37,6 +37,9 @@ class Gate:
     pattern: str
     x: ir.Value
     slope: Slope
+    # What [x > 0] is read from: the gate's output where that is equivalent
+    # (Relu, Clip from 0), which keeps Conv+activation fusable in the forward.
+    probe: ir.Value | None = None
 
 
 def _sole_use(value: ir.Value, node: ir.Node) -> bool:
@@ -156,7 +159,8 @@ def find_gate(node: ir.Node) -> Gate | None:
     if op == "Clip" and not activations.clip_is_rectifier(node):
         return None
     derivative = activations.DERIVATIVES[op]
-    return Gate(op, node.inputs[0], lambda b, n=node: derivative(b, n))
+    probe = node.outputs[0] if op in ("Relu", "Clip") else None
+    return Gate(op, node.inputs[0], lambda b, n=node: derivative(b, n), probe)
 
 
 class BackpropModifier:
@@ -191,11 +195,11 @@ class GuidedBackprop(BackpropModifier):
     description = "guided backprop: f'(x) * [x > 0] * max(g, 0) through rectifiers"
 
     def gate_backward(self, b: Builder, g: ir.Value, gate: Gate) -> ir.Value:
-        x = gate.x
-        zero = b.scalar(0.0, x)
-        passed = b.Where(b.Greater(x, zero), b.Relu(g), zero)
+        if gate.pattern == "Clip":  # lower bound 0: the slope is already 0 where x <= 0
+            return b.Mul(b.Relu(g), gate.slope(b))
+        passed = b.Mul(b.Relu(g), activations.positive(b, gate.probe or gate.x))
         if gate.pattern in ("Relu", "Max(x, 0)", "LeakyRelu", "PRelu"):
-            return passed
+            return passed  # their slope is 1 wherever x > 0
         return b.Mul(passed, gate.slope(b))
 
 

@@ -22,16 +22,17 @@ def _conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1) 
 class VGGish(nn.Module):
     """AlexNet/VGG: overlapping 3x3/2 MaxPool, LRN, Flatten, Dropout, Gemm; ends in Softmax."""
 
-    def __init__(self, classes: int = 10, softmax: bool = True, image: int = 32):
+    def __init__(self, classes: int = 10, softmax: bool = True, image: int = 32, width: int = 1):
         super().__init__()
+        c1, c2, hidden = 16 * width, 32 * width, 64 * width
         self.features = nn.Sequential(
-            nn.Conv2d(3, 16, 5, 2, 2),
+            nn.Conv2d(3, c1, 5, 2, 2),
             nn.ReLU(),
             nn.LocalResponseNorm(5),
             nn.MaxPool2d(3, 2),
-            nn.Conv2d(16, 32, 3, padding=1),
+            nn.Conv2d(c1, c2, 3, padding=1),
             nn.ReLU(),
-            nn.Conv2d(32, 32, 3, padding=1),
+            nn.Conv2d(c2, c2, 3, padding=1),
             nn.ReLU(),
             nn.MaxPool2d(3, 2, ceil_mode=True),
         )
@@ -39,10 +40,10 @@ class VGGish(nn.Module):
             flat = self.features(torch.zeros(1, 3, image, image)).numel()
         self.classifier = nn.Sequential(
             nn.Dropout(),
-            nn.Linear(flat, 64),
+            nn.Linear(flat, hidden),
             nn.ReLU(),
             nn.Dropout(),
-            nn.Linear(64, classes),
+            nn.Linear(hidden, classes),
         )
         self.softmax = softmax
 
@@ -67,8 +68,9 @@ class BasicBlock(nn.Module):
 class ResNetish(nn.Module):
     """ResNet: 7x7/2 stem, BatchNorm, 3x3/2 MaxPool, residual Adds, global average pool."""
 
-    def __init__(self, classes: int = 10, width: int = 16):
+    def __init__(self, classes: int = 10, width: int = 1):
         super().__init__()
+        width *= 16
         self.stem = nn.Sequential(*_conv_bn(3, width, 7, 2), nn.ReLU(), nn.MaxPool2d(3, 2, 1))
         self.layer1 = BasicBlock(width, width, 1)
         self.layer2 = BasicBlock(width, 2 * width, 2)
@@ -111,17 +113,18 @@ class InvertedResidual(nn.Module):
 class MobileNetish(nn.Module):
     """MobileNetV2/V3: depthwise convs, ReLU6 and HardSwish, squeeze-excite, residuals."""
 
-    def __init__(self, classes: int = 10):
+    def __init__(self, classes: int = 10, width: int = 1):
         super().__init__()
-        self.stem = nn.Sequential(*_conv_bn(3, 16, 3, 2), nn.Hardswish())
+        c = [8 * width * k for k in (2, 3, 5, 8)]  # 16, 24, 40, 64 at width 1
+        self.stem = nn.Sequential(*_conv_bn(3, c[0], 3, 2), nn.Hardswish())
         self.blocks = nn.Sequential(
-            InvertedResidual(16, 16, 1, 2, nn.ReLU6, False),
-            InvertedResidual(16, 24, 2, 3, nn.ReLU6, False),
-            InvertedResidual(24, 24, 1, 3, nn.Hardswish, True),
-            InvertedResidual(24, 40, 2, 3, nn.Hardswish, True),
+            InvertedResidual(c[0], c[0], 1, 2, nn.ReLU6, False),
+            InvertedResidual(c[0], c[1], 2, 3, nn.ReLU6, False),
+            InvertedResidual(c[1], c[1], 1, 3, nn.Hardswish, True),
+            InvertedResidual(c[1], c[2], 2, 3, nn.Hardswish, True),
         )
-        self.head = nn.Sequential(*_conv_bn(40, 64, 1), nn.Hardswish())
-        self.classifier = nn.Linear(64, classes)
+        self.head = nn.Sequential(*_conv_bn(c[2], c[3], 1), nn.Hardswish())
+        self.classifier = nn.Linear(c[3], classes)
 
     def forward(self, x):
         x = self.head(self.blocks(self.stem(x)))
@@ -142,10 +145,11 @@ class DenseLayer(nn.Module):
 class DenseNetish(nn.Module):
     """DenseNet: Concat, BN-ReLU-Conv, AvgPool 2x2 transitions, global max pool head."""
 
-    def __init__(self, classes: int = 10, growth: int = 8):
+    def __init__(self, classes: int = 10, width: int = 1):
         super().__init__()
-        self.stem = nn.Conv2d(3, 16, 3, padding=1)
-        c = 16
+        growth = 8 * width
+        self.stem = nn.Conv2d(3, 16 * width, 3, padding=1)
+        c = 16 * width
         blocks = []
         for i in range(2):
             for _ in range(2):
@@ -192,8 +196,9 @@ class Encoder(nn.Module):
 class ViTish(nn.Module):
     """A small ViT: Conv patchify, class token, LayerNorm, MatMul attention, Softmax, GELU."""
 
-    def __init__(self, classes: int = 10, image: int = 32, patch: int = 8, dim: int = 32):
+    def __init__(self, classes: int = 10, image: int = 32, patch: int = 8, width: int = 1):
         super().__init__()
+        dim = 32 * width
         self.patchify = nn.Conv2d(3, dim, patch, patch)
         self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
         self.pos = nn.Parameter(torch.randn(1, (image // patch) ** 2 + 1, dim) * 0.02)
@@ -210,20 +215,32 @@ class ViTish(nn.Module):
 class UpsampleHead(nn.Module):
     """A segmentation-style head: strided convs, bilinear and nearest Resize, pooled logits."""
 
-    def __init__(self, classes: int = 10):
+    def __init__(self, classes: int = 10, width: int = 1):
         super().__init__()
+        c1, c2 = 16 * width, 32 * width
         self.down = nn.Sequential(
-            nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU()
+            nn.Conv2d(3, c1, 3, 2, 1), nn.ReLU(), nn.Conv2d(c1, c2, 3, 2, 1), nn.ReLU()
         )
         self.up1 = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
-        self.mid = nn.Sequential(nn.Conv2d(32, 16, 3, padding=1), nn.ReLU())
+        self.mid = nn.Sequential(nn.Conv2d(c2, c1, 3, padding=1), nn.ReLU())
         self.up2 = nn.Upsample(scale_factor=2, mode="nearest")
-        self.out = nn.Conv2d(16, classes, 1)
+        self.out = nn.Conv2d(c1, classes, 1)
 
     def forward(self, x):
         y = self.out(self.up2(self.mid(self.up1(self.down(x)))))
         return y.mean((2, 3))
 
+
+# Benchmark configurations: 224x224 inputs, channel counts of real networks
+# (ResNet-18-like 64/128/256, ViT-Tiny's 192-wide tokens...).
+FULL_SIZE = {
+    "vgg": dict(image=224, width=4, classes=1000),
+    "resnet": dict(width=4, classes=1000),
+    "mobilenet": dict(width=2, classes=1000),
+    "densenet": dict(width=4, classes=1000),
+    "vit": dict(image=224, patch=16, width=6, classes=1000),
+    "upsample": dict(width=4, classes=1000),
+}
 
 ARCHITECTURES = {
     "vgg": VGGish,

@@ -9,7 +9,7 @@ from onnxsal.autodiff.engine import backprop
 from onnxsal.autodiff.rules import RULES
 from onnxsal.errors import TargetError
 from onnxsal.graph.builder import Builder
-from onnxsal.graph.export import finish
+from onnxsal.graph.export import finish, sizes_trustworthy
 from onnxsal.graph.load import ModelSource, load_model
 from onnxsal.graph.normalize import normalize
 
@@ -48,6 +48,6 @@ def vjp_model(
     )
     cotangent = ir.Value(name=COTANGENT, shape=shape, type=ir.TensorType(y.dtype))
     graph.inputs.append(cotangent)
-    b = Builder(graph, dtype=x.dtype)
+    b = Builder(graph, dtype=x.dtype, trust_sizes=sizes_trustworthy(graph))
     back = backprop(b, x, y, cotangent, RULES, MODIFIERS[method])
     return finish(irm, b, [(GRADIENT, back.grad, x.dtype, x.shape)])

@@ -72,11 +72,18 @@ class Builder:
     """Appends nodes and initializers to `graph`, naming them under `prefix`."""
 
     def __init__(
-        self, graph: ir.Graph, *, prefix: str = "onnxsal", dtype: ir.DataType | None = None
+        self,
+        graph: ir.Graph,
+        *,
+        prefix: str = "onnxsal",
+        dtype: ir.DataType | None = None,
+        trust_sizes: bool = False,
     ):
         self.graph = graph
         self.prefix = prefix
         self.dtype = dtype or ir.DataType.FLOAT
+        # Inferred sizes may be used only where onnx's inference is known right.
+        self.trust_sizes = trust_sizes
         self._count = 0
         self._consts: dict[tuple, ir.Value] = {}
         self._taken = {v.name for v in _all_values(graph)} | {n.name for n in graph}
@@ -155,6 +162,16 @@ class Builder:
         return self.const(np.asarray(value, dtype=self.np_dtype(like)), hint="array")
 
     # -- shapes --------------------------------------------------------------------------
+    def static_size(self, v: ir.Value, axis: int) -> int | None:
+        """The inferred size of one axis, if known and trustworthy."""
+        if not self.trust_sizes:
+            return None
+        dims = static_dims(v)
+        if dims is None or not -len(dims) <= axis < len(dims):
+            return None
+        d = dims[axis]
+        return d if isinstance(d, int) else None
+
     def shape(self, v: ir.Value, start: int | None = None, end: int | None = None) -> ir.Value:
         return self.op("Shape", v, start=start, end=end)
 

@@ -34,14 +34,14 @@ def finish(model: ir.Model, b: Builder, outputs: Sequence[OutputSpec]) -> onnx.M
             if v not in io:
                 v.shape = None
                 v.type = None
-    if misinferred_shapes(graph):
+    if not sizes_trustworthy(graph):
         _relax_input_dims(graph)
     model.ir_version = max(model.ir_version, 8)
     return ir.to_proto(model)
 
 
-def misinferred_shapes(graph: ir.Graph) -> bool:
-    """True if onnx's (and so onnxruntime's) static shape inference is wrong here.
+def sizes_trustworthy(graph: ir.Graph) -> bool:
+    """False if onnx's (and so onnxruntime's) static shape inference may be wrong here.
 
     onnxruntime's kernels drop a ceil_mode pooling window that would start in
     the right padding, onnx's inference does not; and onnx drops an axis of
@@ -53,10 +53,10 @@ def misinferred_shapes(graph: ir.Graph) -> bool:
         if node.op_type in ("MaxPool", "AveragePool", "LpPool"):
             ceil = node.attributes.get("ceil_mode")
             if ceil is not None and ceil.value:
-                return True
+                return False
         if node.op_type == "ConvTranspose" and "output_shape" in node.attributes:
-            return True
-    return False
+            return False
+    return True
 
 
 def _relax_input_dims(graph: ir.Graph) -> None:

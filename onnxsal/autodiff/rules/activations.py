@@ -32,11 +32,14 @@ def positive(b: Builder, v: ir.Value) -> ir.Value:
 
 
 def hardswish_slope(b: Builder, x: ir.Value, alpha: float, beta: float) -> ir.Value:
-    """d/dx x*hardsigmoid(x) = hardsigmoid(x) + alpha*x inside the ramp."""
+    """d/dx x*hardsigmoid(x) = hardsigmoid(x) + alpha*x*[inside the ramp].
+
+    Masks and HardSigmoid instead of Where: Where runs ~2x slower on onnxruntime.
+    """
     lo, hi = (-beta) / alpha, (1.0 - beta) / alpha
-    ramp = b.Add(b.Mul(x, b.scalar(2.0 * alpha, x)), b.scalar(beta, x))
-    inside = b.Where(b.Greater(x, b.scalar(lo, x)), ramp, b.scalar(0.0, x))
-    return b.Where(b.Less(x, b.scalar(hi, x)), inside, b.scalar(1.0, x))
+    inside = b.mask(b.And(b.Greater(x, b.scalar(lo, x)), b.Less(x, b.scalar(hi, x))), x)
+    ramp = b.Mul(b.Mul(x, b.scalar(alpha, x)), inside)
+    return b.Add(b.HardSigmoid(x, alpha=alpha, beta=beta), ramp)
 
 
 def silu_slope(b: Builder, x: ir.Value, s: ir.Value) -> ir.Value:
@@ -71,18 +74,15 @@ def _clip_bounds(node: ir.Node) -> tuple[ir.Value | None, ir.Value | None]:
 
 
 def d_clip(b: Builder, node: ir.Node) -> ir.Value:
-    x = _x(node)
+    """[lo < x < hi], read off the output y (lo < y < hi iff lo < x < hi): keeping the
+    pre-activation unused lets onnxruntime fuse Conv+Clip in the forward pass."""
+    y = _y(node)
     lo, hi = _clip_bounds(node)
-    one = b.scalar(1.0, x)
-    zero = b.scalar(0.0, x)
-    slope = one
-    if lo is not None:
-        slope = b.Where(b.Greater(x, b.Cast(lo, to=x.dtype)), slope, zero)
-    if hi is not None:
-        slope = b.Where(b.Less(x, b.Cast(hi, to=x.dtype)), slope, zero)
-    if slope is one:
-        return b.ones_like(x)
-    return slope
+    inside = [b.Greater(y, lo)] if lo is not None else []
+    inside += [b.Less(y, hi)] if hi is not None else []
+    if not inside:
+        return b.ones_like(y)
+    return b.mask(inside[0] if len(inside) == 1 else b.And(*inside), y)
 
 
 def d_leaky(b: Builder, node: ir.Node) -> ir.Value:
@@ -179,10 +179,8 @@ def unary(ctx: Ctx):
 
 
 def relu(ctx: Ctx):
-    """Where(y > 0, g, 0): one pass fewer than multiplying by a mask."""
-    b, y = ctx.b, ctx.y[0]
-    zero = b.scalar(0.0, y)
-    return [b.Where(b.Greater(y, zero), ctx.g, zero)]
+    """g * [y > 0]; a 0/1 mask and Mul run 2x faster than Where on onnxruntime."""
+    return [ctx.b.Mul(ctx.g, positive(ctx.b, ctx.y[0]))]
 
 
 def neg(ctx: Ctx):
