@@ -239,7 +239,7 @@ FULL_SIZE = {
     "mobilenet": dict(width=2, classes=1000),
     "densenet": dict(width=4, classes=1000),
     "vit": dict(image=224, patch=16, width=6, classes=1000),
-    "upsample": dict(width=4, classes=1000),
+    "upsample": dict(width=4, classes=21),  # a segmentation head: 21 classes (VOC)
 }
 
 ARCHITECTURES = {
