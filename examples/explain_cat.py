@@ -41,8 +41,10 @@ def main() -> None:
         result = explainer.run(x, method)
         panels.append(heat(result.attribution[0]))
     top = int(result.target[0])
-    print(f"top-1 ImageNet class {top} (281-285 are cats), logit {result.score[0]:.2f}; "
-          f"ran on {explainer.providers[0]}")
+    print(
+        f"top-1 ImageNet class {top} (281-285 are cats), logit {result.score[0]:.2f}; "
+        f"ran on {explainer.providers[0]}"
+    )
     sheet = Image.new("RGB", (224 * len(panels), 224))
     for i, panel in enumerate(panels):
         sheet.paste(panel, (224 * i, 0))

@@ -61,8 +61,13 @@ def onnx_path() -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            torch_model(), (torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE),), str(partial),
-            dynamo=True, external_data=False, dynamic_shapes=({0: batch},), verbose=False,
+            torch_model(),
+            (torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE),),
+            str(partial),
+            dynamo=True,
+            external_data=False,
+            dynamic_shapes=({0: batch},),
+            verbose=False,
         )
     partial.replace(path)  # never leave a half-written model under the final name
     return path
