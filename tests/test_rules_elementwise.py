@@ -154,6 +154,9 @@ UNARY = {
     "Sin": (st.just({}), torch.sin, None),
     "Cos": (st.just({}), torch.cos, None),
     "Floor": (st.just({}), torch.floor, None),
+    "Ceil": (st.just({}), torch.ceil, None),
+    "Round": (st.just({}), torch.round, None),
+    "Sign": (st.just({}), torch.sign, None),
 }
 
 

@@ -295,3 +295,60 @@ def test_resize_against_torch_interpolate(seed, scale, mode, align):
         ["x"],
         consts={"s": scales},
     )
+
+
+def test_gather_nd_and_dropout():
+    x = _randn(np.random.default_rng(0), 3, 4, 2)
+    idx = _i64([[0, 1], [2, 3], [0, 1]])  # repeated rows: gradients add up
+    model = one_op_model("GatherND", [("x", x, True), ("i", idx, False)])
+    check_against_torch(model, {"x": x}, lambda x, i: x[i[:, 0], i[:, 1]], ["x"], consts={"i": idx})
+    model = one_op_model("Dropout", [("x", x, True), ("r", np.asarray(0.5, np.float32), False)])
+    check_against_torch(
+        model, {"x": x}, lambda x, r: x * 1, ["x"], consts={"r": np.asarray(0.5, np.float32)}
+    )
+
+
+def test_training_mode_dropout_is_refused():
+    import onnxsal
+
+    x = np.ones((2, 3), np.float32)
+    model = one_op_model(
+        "Dropout",
+        [("x", x, True), ("r", np.asarray(0.5, np.float32), False), ("t", np.asarray(True), False)],
+    )
+    with pytest.raises(onnxsal.UnsupportedModelError, match="training mode"):
+        onnxsal.Explainer(model).explain(x.reshape(2, 3), target=0)
+
+
+def test_pad_wrap_mode():
+    x = _randn(np.random.default_rng(0), 2, 3, 4)
+    model = one_op_model(
+        "Pad", [("x", x, True), ("p", _i64([0, 1, 2, 0, 2, 1]), False)], {"mode": "wrap"}, opset=19
+    )
+    y = run(model, {"x": x})[0]
+    cot = _randn(np.random.default_rng(1), *y.shape)
+    ref = linear_vjp(model, {"x": x}, "x", cot)
+    assert rel_l2(onnxsal_vjp(model, {"x": x}, "x", cot), ref) < 1e-6
+
+
+@given(seed=seeds, data=st.data())
+def test_resize_tf_crop_and_resize(seed, data):
+    x = _randn(np.random.default_rng(seed), 1, 2, 4, 5)
+    lo = [data.draw(st.sampled_from([0.0, 0.1, 0.25])) for _ in range(2)]
+    hi = [data.draw(st.sampled_from([0.6, 0.9, 1.0])) for _ in range(2)]
+    roi = np.asarray([0, 0, *lo, 1, 1, *hi], np.float32)
+    sizes = _i64([1, 2, data.draw(st.integers(2, 6)), data.draw(st.integers(2, 6))])
+    mode = data.draw(st.sampled_from(["linear", "nearest"]))
+    model = one_op_model(
+        "Resize",
+        [("x", x, True), ("roi", roi, False), ("scales", None, False), ("sizes", sizes, False)],
+        {
+            "mode": mode,
+            "coordinate_transformation_mode": "tf_crop_and_resize",
+            "extrapolation_value": 7.0,
+        },
+    )
+    y = run(model, {"x": x})[0]
+    cot = _randn(np.random.default_rng(seed + 3), *y.shape)
+    ref = linear_vjp(model, {"x": x}, "x", cot)
+    assert rel_l2(onnxsal_vjp(model, {"x": x}, "x", cot), ref) < 1e-4
