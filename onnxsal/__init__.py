@@ -1,5 +1,6 @@
 """onnxsal: gradient saliency maps for any ONNX classifier, on onnxruntime."""
 
+from onnxsal import postprocess
 from onnxsal.errors import (
     InputError,
     ModelLoadError,
@@ -10,12 +11,14 @@ from onnxsal.errors import (
     TargetError,
     UnsupportedModelError,
 )
-from onnxsal.explainer import Explainer, Explanation
+from onnxsal.explainer import Explainer
+from onnxsal.methods import METHODS, Explanation
 from onnxsal.modifiers import MODIFIERS, RECTIFIERS, BackpropModifier
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "METHODS",
     "MODIFIERS",
     "RECTIFIERS",
     "BackpropModifier",
@@ -30,4 +33,5 @@ __all__ = [
     "TargetError",
     "UnsupportedModelError",
     "__version__",
+    "postprocess",
 ]

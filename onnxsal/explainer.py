@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,49 +11,21 @@ import onnx
 import onnx_ir as ir
 
 from onnxsal import runtime
-from onnxsal.autodiff import RULES, Rewrite, backprop
+from onnxsal.autodiff import Rewrite
 from onnxsal.errors import InputError, OnnxsalWarning, TargetError
-from onnxsal.graph.builder import Builder, is_float, static_dims
-from onnxsal.graph.export import finish, sizes_trustworthy
+from onnxsal.graph.builder import is_float, static_dims
 from onnxsal.graph.layers import Layer, LayerIndex
 from onnxsal.graph.load import ModelSource, load_model
 from onnxsal.graph.normalize import normalize
+from onnxsal.methods import Explanation, Request, get_method
 from onnxsal.modifiers import MODIFIERS
-from onnxsal.targets import (
-    ATTRIBUTION,
-    SCORE,
-    TARGET_INPUT,
-    TARGET_USED,
-    UNIT_SCORES,
-    add_score,
-    logits_of,
-)
+from onnxsal.postprocess import modify
+from onnxsal.runner import Runner
+from onnxsal.saliency_graph import GraphSpec, ModelFacts
 
 LAYOUT_KEY = "onnxsal.layout"  # metadata_props: "NCHW" or "NHWC"
-TargetSpec = "int | Sequence[int] | np.ndarray | None"
 
-
-@dataclass
-class Explanation:
-    """An attribution and what it explains, sample by sample."""
-
-    attribution: np.ndarray
-    score: np.ndarray  # (N,) the explained score of each sample
-    target: np.ndarray  # (N,) the output index (or unit) explained
-    unit_scores: np.ndarray  # (N, C) scores of every unit (the logits for outputs)
-    method: str = "vanilla"
-    extras: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class SaliencyGraph:
-    """One compiled gradient graph: the ONNX model, its session, what was rewritten."""
-
-    model: onnx.ModelProto
-    rewrites: list[Rewrite]
-    path_ops: dict[str, int]
-    units: int | None
-    session: Any = None
+__all__ = ["Explainer", "Explanation"]
 
 
 class Explainer:
@@ -90,11 +61,16 @@ class Explainer:
         self.input_name = self._pick_input(input)
         self.output_name = self._pick_output(output)
         self.keep_softmax = keep_softmax
-        self._requested = runtime.resolve_providers(providers)
-        self._active: list[str] | None = None
-        self._options = session_options
-        self._graphs: dict[tuple, SaliencyGraph] = {}
         self._layers = LayerIndex(self._model)
+        facts = ModelFacts(self._base, self.input_name, self.output_name, keep_softmax, self.layout)
+        fixed = self.input_shape[0] if self.input_shape else None
+        self._runner = Runner(
+            self._model,
+            facts,
+            fixed if isinstance(fixed, int) else None,
+            runtime.resolve_providers(providers),
+            session_options,
+        )
 
     # -- model facts ---------------------------------------------------------------------
     def _inputs(self) -> list[ir.Value]:
@@ -168,88 +144,38 @@ class Explainer:
     @property
     def providers(self) -> list:
         """The execution providers that ran (those requested, before the first run)."""
-        return list(self._active) if self._active is not None else list(self._requested)
+        r = self._runner
+        return list(r.active) if r.active is not None else list(r.requested)
 
     def layers(self) -> list[Layer]:
         """Every tensor that `layer=` can name, with its friendly (module) name."""
         return self._layers.layers()
 
     # -- graphs --------------------------------------------------------------------------
-    def _graph(self, method: str, layer: str | None, channel_axis: int | None) -> SaliencyGraph:
+    def _gradient_spec(self, method: str, layer: str | None, channel_axis: int | None) -> GraphSpec:
         if method not in MODIFIERS:
             raise TargetError(
-                f"Unknown method '{method}'; the gradient methods are: " + ", ".join(MODIFIERS)
+                f"'{method}' has no single gradient graph; the gradient methods are: "
+                + ", ".join(MODIFIERS)
             )
-        key = (method, layer, channel_axis)
-        if key not in self._graphs:
-            self._graphs[key] = self._build(method, layer, channel_axis)
-        return self._graphs[key]
-
-    def _build(self, method: str, layer: str | None, channel_axis: int | None) -> SaliencyGraph:
-        model = ir.from_proto(onnx.load_model_from_string(self._base))
-        graph = model.graph
-        x = next(v for v in graph.inputs if v.name == self.input_name)
-        b = Builder(graph, dtype=x.dtype, trust_sizes=sizes_trustworthy(graph))
-        if layer is not None:
-            explained = LayerIndex(model).resolve(layer)
-            axis = (
-                channel_axis if channel_axis is not None else (-1 if self.layout == "NHWC" else 1)
-            )
-        else:
-            out = next(v for v in graph.outputs if v.name == self.output_name)
-            explained = out if self.keep_softmax else logits_of(b, out)[0]
-            axis = -1 if channel_axis is None else channel_axis
-        batch = x.shape[0] if x.shape is not None and len(x.shape) else "N"
-        score = add_score(b, explained, axis, batch)
-        seed = b.ones_like(score.score)
-        back = backprop(b, x, score.score, seed, RULES, MODIFIERS[method])
-        proto = finish(
-            model,
-            b,
-            [
-                (ATTRIBUTION, back.grad, x.dtype, x.shape),
-                (SCORE, score.score, x.dtype, [batch]),
-                (TARGET_USED, score.target_used, ir.DataType.INT64, [batch]),
-                (UNIT_SCORES, score.unit_scores, x.dtype, [batch, None]),
-            ],
-        )
-        dims = static_dims(explained)
-        units = None
-        if dims is not None and len(dims) >= 2:
-            unit_dim = dims[axis % len(dims)]
-            units = unit_dim if isinstance(unit_dim, int) else None
-        if method != "vanilla" and not back.rewrites:
-            warnings.warn(
-                f"Method '{method}' found no ReLU-family gate between the input and the score, "
-                "so its map is the vanilla gradient. Explainer.rewritten_nodes() lists the gates "
-                "a modifier replaces.",
-                OnnxsalWarning,
-                stacklevel=4,
-            )
-        return SaliencyGraph(proto, back.rewrites, back.path_ops, units)
+        return GraphSpec(modifier=method, explained=(layer,), channel_axis=channel_axis)
 
     def saliency_model(
         self, method: str = "vanilla", *, layer: str | None = None, channel_axis: int | None = None
     ) -> onnx.ModelProto:
-        """The gradient graph as a standalone ONNX model.
+        """The gradient graph of a backprop modifier as a standalone ONNX model.
 
         Inputs: the model's inputs plus `target` (int64 [N]; the output index, or the
-        layer unit, per sample; negative = top-1). Outputs: `attribution` (the input's
-        shape), `score` [N], `target_index` [N] and `unit_scores` [N, C].
+        layer unit, per sample; negative = top-1). Outputs: `score` [N],
+        `target_index` [N], `unit_scores` [N, C] and `attribution` (the input's shape).
         """
         copy = onnx.ModelProto()
-        copy.CopyFrom(self._graph(method, layer, channel_axis).model)
+        copy.CopyFrom(self._runner.graph(self._gradient_spec(method, layer, channel_axis)).model)
         return copy
 
     def rewritten_nodes(self, method: str = "guided", *, layer: str | None = None) -> list[Rewrite]:
         """The nodes whose backward the method's modifier replaced (empty for vanilla)."""
-        return list(self._graph(method, layer, None).rewrites)
-
-    def _session(self, g: SaliencyGraph) -> Any:
-        if g.session is None:
-            g.session = runtime.session(g.model.SerializeToString(), self._requested, self._options)
-            self._active = g.session.get_providers()
-        return g.session
+        return list(self._runner.graph(self._gradient_spec(method, layer, None)).rewrites)
 
     # -- running -------------------------------------------------------------------------
     def _check_x(self, x: Any) -> np.ndarray:
@@ -301,31 +227,6 @@ class Explainer:
         dtype = self._value(name).dtype
         return arr.astype(dtype.numpy() if dtype is not None else np.float32, copy=False)
 
-    @staticmethod
-    def _targets(spec: Any, n: int, what: str) -> np.ndarray:
-        if spec is None:
-            return np.full((n,), -1, dtype=np.int64)
-        if isinstance(spec, (bool, np.bool_)):
-            raise TargetError(f"{what} must be an integer index, not a bool.")
-        if isinstance(spec, (int, np.integer)):
-            values = np.full((n,), int(spec), dtype=np.int64)
-        else:
-            try:
-                arr = np.asarray(spec)
-            except Exception as exc:
-                raise TargetError(f"{what} must be an int or a sequence of ints ({exc}).") from exc
-            if arr.dtype.kind not in "iu" or arr.ndim != 1:
-                raise TargetError(
-                    f"{what} must be an int or a 1-D sequence of ints, one per sample; got "
-                    f"{arr.dtype} with shape {arr.shape}."
-                )
-            if arr.shape[0] != n:
-                raise TargetError(f"{what} has {arr.shape[0]} entries for {n} samples.")
-            values = arr.astype(np.int64)
-        if (values < 0).any():
-            raise TargetError(f"{what} indices are 0-based and must be >= 0; got {values.min()}.")
-        return values
-
     def run(
         self,
         x: Any,
@@ -337,56 +238,55 @@ class Explainer:
         batch_size: int | None = 32,
         inputs: Mapping[str, Any] | None = None,
         channel_axis: int | None = None,
+        grad_modifier: str | Callable | None = None,
+        **options: Any,
     ) -> Explanation:
-        """Like `explain`, but also returns each sample's score, target and unit scores."""
-        if layer is None and unit is not None:
+        """Like `explain`, but returns an Explanation: the attribution, each sample's
+        score and target, every unit's score, and method extras (IG's completeness gap)."""
+        chosen = get_method(method)
+        allowed = set(chosen.options)
+        if "base" in chosen.options:
+            allowed |= get_method(options.get("base", "vanilla")).options
+        unknown = sorted(set(options) - allowed)
+        if unknown:
+            raise InputError(
+                f"Method '{method}' takes no option {', '.join(unknown)}; its options are: "
+                + (", ".join(sorted(allowed)) or "none")
+            )
+        if chosen.layer_is_own:
+            if unit is not None:
+                raise TargetError(f"'{method}' explains output classes: use target=, not unit=.")
+        elif layer is None and unit is not None:
             raise TargetError("unit= picks a unit of a layer; give layer= too (or use target=).")
-        if layer is not None and target is not None:
+        elif layer is not None and target is not None and not isinstance(target, Mapping):
             raise TargetError(
                 "With layer=, choose the unit with unit= (target= picks an output class)."
             )
-        xs = self._check_x(x)
-        n = xs.shape[0]
-        what = "unit" if layer is not None else "target"
-        wanted = self._targets(unit if layer is not None else target, n, what)
-        g = self._graph(method, layer, channel_axis)
-        if g.units is not None and (wanted >= g.units).any():
-            raise TargetError(
-                f"{what} {int(wanted.max())} is out of range: "
-                f"'{layer or self.output_name}' has {g.units} units (0..{g.units - 1})."
-            )
         if batch_size is not None and batch_size < 1:
             raise InputError("batch_size must be a positive integer (or None for one batch).")
-        fixed = self.input_shape[0] if self.input_shape else None
-        step = fixed if isinstance(fixed, int) else (batch_size or n)
-        extra = self._extra_inputs(inputs, n)
-        session = self._session(g)
-        parts: list[list[np.ndarray]] = []
-        for start in range(0, n, step):
-            stop = min(start + step, n)
-            pad = (step - (stop - start)) if isinstance(fixed, int) else 0
-            feed = {
-                self.input_name: _pad(xs[start:stop], pad),
-                TARGET_INPUT: _pad(wanted[start:stop], pad),
-            }
-            for key, (value, batched) in extra.items():
-                feed[key] = _pad(value[start:stop], pad) if batched else value
-            outs = session.run([ATTRIBUTION, SCORE, TARGET_USED, UNIT_SCORES], feed)
-            parts.append([o[: stop - start] for o in outs])
-        attribution, score, used, units = (np.concatenate(p, axis=0) for p in zip(*parts))
-        if (used >= units.shape[1]).any():
-            raise TargetError(
-                f"{what} {int(used.max())} is out of range: '{layer or self.output_name}' has "
-                f"{units.shape[1]} units (0..{units.shape[1] - 1})."
-            )
-        if not np.isfinite(attribution).all():
+        xs = self._check_x(x)
+        req = Request(
+            x=xs,
+            target=unit
+            if (layer is not None and not chosen.layer_is_own and unit is not None)
+            else target,
+            layer=layer,
+            unit=unit,
+            channel_axis=channel_axis,
+            batch_size=batch_size,
+            inputs=self._extra_inputs(inputs, xs.shape[0]),
+            layout=self.layout,
+        )
+        result = chosen.explain(self._runner, req, **options)
+        result.attribution = modify(result.attribution, grad_modifier)
+        if not np.isfinite(result.attribution).all():
             warnings.warn(
                 "The attribution holds NaN or infinite values: the model's gradient is not "
                 "finite at this input (a log or division at zero on the path).",
                 OnnxsalWarning,
                 stacklevel=2,
             )
-        return Explanation(attribution, score, used, units, method)
+        return result
 
     def explain(
         self,
@@ -399,18 +299,28 @@ class Explainer:
         batch_size: int | None = 32,
         inputs: Mapping[str, Any] | None = None,
         channel_axis: int | None = None,
+        grad_modifier: str | Callable | None = None,
+        **options: Any,
     ) -> np.ndarray:
-        """The raw, signed attribution d score / d x, shaped like x.
+        """The attribution of each sample, float32, shaped like x (CAM-type methods:
+        one channel, at x's spatial size).
 
         Args:
             x: a batch shaped like the model input (batch first).
-            method: "vanilla", "guided" (guided backprop) or "deconv" (deconvnet).
-            target: None (each sample's top-1), an output index, or one index per sample.
+            method: a name in onnxsal.METHODS: "vanilla", "guided", "deconv",
+                "input_x_gradient", "smoothgrad", "integrated_gradients", "gradcam",
+                "guided_gradcam", "fullgrad", "simple_fullgrad".
+            target: None (each sample's top-1), an output index, one index per sample,
+                or {index or (layer, unit): weight} for a weighted sum of scores.
             layer, unit: explain unit `unit` of an intermediate tensor instead (the mean
-                of channel `unit` for (N, C, ...) tensors; 0-based).
+                of channel `unit` for (N, C, ...) tensors; 0-based). For Grad-CAM, the
+                layer whose activations are weighted.
             batch_size: samples per onnxruntime run, bounding memory (None: all at once).
             inputs: values for the model's other inputs, by name.
             channel_axis: the unit axis of `layer` (default 1, or -1 for NHWC models).
+            grad_modifier: "absolute", "negate", "small_values", "relu", "invert", or a
+                function, applied to the result (keras-vis).
+            **options: the method's own options (see each method's documentation).
         """
         return self.run(
             x,
@@ -421,6 +331,8 @@ class Explainer:
             batch_size=batch_size,
             inputs=inputs,
             channel_axis=channel_axis,
+            grad_modifier=grad_modifier,
+            **options,
         ).attribution
 
     def _extra_inputs(self, inputs: Mapping[str, Any] | None, n: int) -> dict[str, tuple]:
@@ -445,10 +357,3 @@ class Explainer:
         if given:
             raise InputError("Unknown inputs: " + ", ".join(given) + ".")
         return out
-
-
-def _pad(a: np.ndarray, count: int) -> np.ndarray:
-    """Repeat the last sample `count` times (fills a fixed-batch model's last chunk)."""
-    if count <= 0:
-        return a
-    return np.concatenate([a, np.repeat(a[-1:], count, axis=0)], axis=0)

@@ -26,6 +26,7 @@ SCORE = "score"
 ATTRIBUTION = "attribution"
 TARGET_USED = "target_index"
 UNIT_SCORES = "unit_scores"
+WEIGHTS_INPUT = "weights"
 
 
 def logits_of(b: Builder, output: ir.Value) -> tuple[ir.Value, ir.Node | None]:
@@ -58,8 +59,8 @@ class Score:
     unit_scores: ir.Value
 
 
-def add_score(b: Builder, tensor: ir.Value, unit_axis: int, batch_dim: object) -> Score:
-    """Append the per-sample score of `tensor` to the graph (see module doc)."""
+def unit_scores(b: Builder, tensor: ir.Value, unit_axis: int) -> ir.Value:
+    """(N, C): the mean of each unit's slice of `tensor` (the tensor itself for (N, C))."""
     r = rank_of(tensor)
     if r is None:
         raise TargetError(f"The rank of '{tensor.name}' is unknown, so it cannot be explained.")
@@ -72,7 +73,37 @@ def add_score(b: Builder, tensor: ir.Value, unit_axis: int, batch_dim: object) -
             "(NCHW) or -1 (NHWC)."
         )
     others = [a for a in range(1, r) if a != axis]
-    per_unit = b.reduce_mean(tensor, others, keepdims=0) if others else tensor
+    return b.reduce_mean(tensor, others, keepdims=0) if others else tensor
+
+
+def add_weighted_score(
+    b: Builder, tensors: list[tuple[ir.Value, int]], batch_dim: object
+) -> tuple[ir.Value, list[ir.Value]]:
+    """score = sum_k sum_c W_k[n, c] * M_k[n, c], the W_k fed as inputs `weights_k` (N, C_k).
+
+    keras-vis's weighted losses: several targets, of the output and of layers,
+    explained in one backward pass.
+    """
+    total = None
+    weights = []
+    for k, (tensor, axis) in enumerate(tensors):
+        per_unit = unit_scores(b, tensor, axis)
+        w = ir.Value(
+            name=f"{WEIGHTS_INPUT}_{k}",
+            shape=ir.Shape([batch_dim, None]),
+            type=ir.TensorType(tensor.dtype or b.dtype),
+        )
+        b.graph.inputs.append(w)
+        weights.append(w)
+        term = b.reduce_sum(b.Mul(per_unit, w), [1], keepdims=0)
+        total = term if total is None else b.Add(total, term)
+    assert total is not None
+    return total, weights
+
+
+def add_score(b: Builder, tensor: ir.Value, unit_axis: int, batch_dim: object) -> Score:
+    """Append the per-sample score of `tensor` to the graph (see module doc)."""
+    per_unit = unit_scores(b, tensor, unit_axis)
     target = ir.Value(
         name=TARGET_INPUT, shape=ir.Shape([batch_dim]), type=ir.TensorType(ir.DataType.INT64)
     )

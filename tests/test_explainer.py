@@ -216,9 +216,10 @@ def test_saliency_model_is_cached_checked_and_runs_standalone():
     sal = ex.saliency_model("deconv")
     onnx.checker.check_model(sal, full_check=True)
     assert ex.saliency_model("deconv").SerializeToString() == sal.SerializeToString()
-    assert len(ex._graphs) == 1
+    assert len(ex._runner._graphs) == 1
     t = np.array([1, -1, 0, 3, -1], np.int64)
-    attribution, _score, used, _units = run(sal, {"x": X, "target": t})
+    out = dict(zip([o.name for o in sal.graph.output], run(sal, {"x": X, "target": t})))
+    attribution, used = out["attribution"], out["target_index"]
     res = ex.run(X, "deconv", target=None)
     np.testing.assert_array_equal(used[[1, 4]], res.target[[1, 4]])
     np.testing.assert_allclose(ex.explain(X, "deconv", target=used), attribution, rtol=1e-6)

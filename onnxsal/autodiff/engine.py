@@ -99,6 +99,8 @@ class Backward:
     grad: ir.Value
     rewrites: list[Rewrite] = field(default_factory=list)
     path_ops: dict[str, int] = field(default_factory=dict)
+    # gradients of the intermediate values asked for with keep= (None: no path)
+    kept: dict[ir.Value, ir.Value | None] = field(default_factory=dict)
 
 
 def _path_nodes(graph: ir.Graph, wrt: ir.Value, score: ir.Value) -> tuple[list[ir.Node], set]:
@@ -123,8 +125,13 @@ def backprop(
     seed: ir.Value,
     rules: Mapping[str, Rule],
     modifier: Modifier | None = None,
+    keep: Sequence[ir.Value] = (),
 ) -> Backward:
-    """Append the gradient of `score` (weighted by `seed`) w.r.t. `wrt` to b's graph."""
+    """Append the gradient of `score` (weighted by `seed`) w.r.t. `wrt` to b's graph.
+
+    `keep` lists intermediate values whose total gradient is returned as well
+    (FullGrad's bias-gradients): one backward pass serves them all.
+    """
     path, on_path = _path_nodes(b.graph, wrt, score)
     if score not in on_path:
         raise UnsupportedModelError(
@@ -174,8 +181,12 @@ def backprop(
         acc = b.op("Sum", *parts)
         return acc
 
+    kept: dict[ir.Value, ir.Value | None] = {v: None for v in keep}
     for node in reversed(path):
         dy = [total(o) if o in on_path else None for o in node.outputs]
+        for o, g in zip(node.outputs, dy):
+            if o in kept:
+                kept[o] = g
         if all(g is None for g in dy):
             continue
         wants = [i is not None and i in on_path for i in node.inputs]
@@ -192,4 +203,4 @@ def backprop(
     grad = total(wrt)
     if grad is None:  # every path went through a piecewise-constant op (Floor, Sign...)
         grad = b.zeros_like(wrt)
-    return Backward(grad, rewrites, dict(path_ops))
+    return Backward(grad, rewrites, dict(path_ops), kept)

@@ -10,7 +10,8 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from onnxsal.graph.builder import Builder
 
-OutputSpec = tuple[str, ir.Value, "ir.DataType | None", "Sequence | None"]
+# (name, value, dtype, shape): shape is a list of dims, a value whose rank to copy, or None
+OutputSpec = tuple[str, ir.Value, "ir.DataType | None", "Sequence | ir.Value | None"]
 
 
 def finish(model: ir.Model, b: Builder, outputs: Sequence[OutputSpec]) -> onnx.ModelProto:
@@ -25,6 +26,8 @@ def finish(model: ir.Model, b: Builder, outputs: Sequence[OutputSpec]) -> onnx.M
         out = b.Identity(value)
         out.name = name
         out.dtype = dtype
+        if isinstance(shape, ir.Value):  # "shaped like this value": its rank, sizes unknown
+            shape = None if shape.shape is None else [None] * len(shape.shape)
         out.shape = ir.Shape(shape) if shape is not None else None
         graph.outputs.append(out)
     RemoveUnusedNodesPass()(model)

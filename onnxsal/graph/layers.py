@@ -167,3 +167,31 @@ class LayerIndex:
                 )
             )
         return out
+
+
+def last_spatial_tensor(model: ir.Model, input_name: str, layout: str | None) -> ir.Value | None:
+    """The last 4-D activation with spatial extent that depends on the input.
+
+    Grad-CAM's default layer: the final feature map before global pooling and
+    the classifier. Spatial sizes must be known and > 1.
+    """
+    graph = model.graph
+    x = next((v for v in graph.inputs if v.name == input_name), None)
+    if x is None:
+        return None
+    reached = {x}
+    best = None
+    spatial = (1, 2) if layout == "NHWC" else (2, 3)
+    for node in graph:
+        if not any(i is not None and i in reached for i in node.inputs):
+            continue
+        for v in node.outputs:
+            if not is_float(v):
+                continue
+            reached.add(v)
+            dims = static_dims(v)
+            if dims is not None and len(dims) == 4:
+                sizes = [dims[a] for a in spatial]
+                if all(isinstance(d, int) and d > 1 for d in sizes):
+                    best = v
+    return best

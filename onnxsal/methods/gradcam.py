@@ -1,0 +1,60 @@
+"""Grad-CAM (Selvaraju et al. 2017) at any layer.
+
+cam = relu(sum_c alpha_c A_c) with alpha_c the spatial mean of d score / d A_c,
+upsampled bilinearly (torch's F.interpolate, align_corners=False) to the
+input's size, with a singleton channel: (N, 1, H, W), or (N, H, W, 1) for NHWC
+models. `layer=` picks the layer; by default the last 4-D activation before
+the classifier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from onnxsal.errors import TargetError
+from onnxsal.graph.layers import last_spatial_tensor
+from onnxsal.methods.base import Explanation, Method, Request, gradients
+from onnxsal.postprocess import resize_bilinear
+from onnxsal.runner import Runner
+from onnxsal.saliency_graph import ACTIVATION, ACTIVATION_GRAD
+
+
+def cam_layer(runner: Runner, req: Request) -> str:
+    if req.layer is not None:
+        return req.layer
+    found = last_spatial_tensor(runner.model, runner.facts.input_name, req.layout)
+    if found is None:
+        raise TargetError(
+            "No 4-D activation with spatial extent was found for Grad-CAM; name one with layer=."
+        )
+    return found.name
+
+
+def grad_cam(runner: Runner, req: Request):
+    """(cam upsampled to x, the Explanation of the class score, the CAM layer's name)."""
+    layer = cam_layer(runner, req)
+    if req.unit is not None:
+        raise TargetError("Grad-CAM explains output classes: use target=, not unit=.")
+    result, out = gradients(runner, replace(req, layer=None), wrt=layer)
+    acts, grads = out[ACTIVATION].astype(np.float64), out[ACTIVATION_GRAD].astype(np.float64)
+    if acts.ndim != 4:
+        raise TargetError(f"Grad-CAM needs a 4-D layer; '{layer}' has shape {acts.shape}.")
+    nhwc = req.layout == "NHWC"
+    spatial, channel = ((1, 2), 3) if nhwc else ((2, 3), 1)
+    alpha = grads.mean(axis=spatial, keepdims=True)
+    cam = np.maximum((alpha * acts).sum(axis=channel, keepdims=True), 0.0)
+    size = tuple(req.x.shape[a] for a in spatial)
+    return resize_bilinear(cam, size, layout=req.layout), result, layer
+
+
+class GradCAM(Method):
+    name = "gradcam"
+    layer_is_own = True
+
+    def explain(self, runner: Runner, req: Request, **options) -> Explanation:
+        cam, result, layer = grad_cam(runner, req)
+        return Explanation(
+            cam, result.score, result.target, result.unit_scores, self.name, {"layer": layer}
+        )
