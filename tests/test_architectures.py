@@ -13,33 +13,14 @@ import onnx
 import pytest
 import torch
 
-import onnxsal
 from tests import oracles
-from tests.architectures import build, export
+from tests.architectures import build
+from tests.conftest import EXPORTERS, SIZE
 from tests.support import rel_l2
 
-EXPORTERS = {"torchscript": dict(dynamo=False, opset=11), "dynamo": dict(dynamo=True, opset=25)}
 RELU_ONLY = {"vgg", "resnet", "densenet", "upsample"}
 ARCHS = ["vgg", "resnet", "mobilenet", "densenet", "vit", "upsample"]
 CASES = [(a, e) for a in ARCHS for e in EXPORTERS]
-SIZE = 32
-
-
-@pytest.fixture(scope="session")
-def exported(tmp_path_factory):
-    """Each (architecture, exporter) exported once per session."""
-    cache: dict = {}
-    folder = tmp_path_factory.mktemp("exports")
-
-    def get(arch: str, exporter: str):
-        if (arch, exporter) not in cache:
-            model = build(arch)
-            path = str(folder / f"{arch}-{exporter}.onnx")
-            export(model, torch.randn(2, 3, SIZE, SIZE), path, **EXPORTERS[exporter])
-            cache[arch, exporter] = (model, path, onnxsal.Explainer(path))
-        return cache[arch, exporter]
-
-    return get
 
 
 def _inputs(seed: int = 0, n: int = 3) -> np.ndarray:

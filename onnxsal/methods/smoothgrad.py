@@ -20,8 +20,14 @@ from onnxsal.runner import Runner
 VARIANTS = ("mean", "squared", "var")
 
 
-def noise_for(x: np.ndarray, n_samples: int, noise: float, seed: int | None) -> np.ndarray:
-    """(N * n_samples, ...) Gaussian noise, sample-major (copies of sample 0 first)."""
+def noise_for(
+    x: np.ndarray, n_samples: int, noise: float, seed: int | np.random.Generator | None
+) -> np.ndarray:
+    """(N * n_samples, ...) Gaussian noise, sample-major (copies of sample 0 first).
+
+    Pass one Generator for consecutive groups of samples: the draws are then
+    the same as for the whole batch at once, whatever the batch size.
+    """
     rng = np.random.default_rng(seed)
     flat = x.reshape(x.shape[0], -1)
     sigma = noise * (flat.max(axis=1) - flat.min(axis=1))
@@ -55,16 +61,14 @@ class SmoothGrad(Method):
         if base_method.name == self.name:
             raise InputError("SmoothGrad cannot be its own base method.")
         targets = resolve_targets(runner, req)
-        rng_seed = seed
+        rng = np.random.default_rng(seed)
         group = max(1, (req.batch_size or req.n * n_samples) // n_samples)
         pieces, scores = [], []
         for start in range(0, req.n, group):
             stop = min(start + group, req.n)
             x = req.x[start:stop]
             sub = req.slice(start, stop)
-            noisy = np.repeat(x, n_samples, axis=0) + noise_for(x, n_samples, noise, rng_seed)
-            if rng_seed is not None:
-                rng_seed += stop - start  # each group draws fresh noise, reproducibly
+            noisy = np.repeat(x, n_samples, axis=0) + noise_for(x, n_samples, noise, rng)
             part_targets = None if targets is None else targets[start:stop]
             expanded = sub.with_x(noisy, n_samples, repeat_targets(part_targets, n_samples, sub))
             result = base_method.explain(runner, expanded, **base_options)
