@@ -34,7 +34,6 @@ def main() -> None:
 
     import onnxruntime as ort
     import torch
-    from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
 
     import onnxsal
     from tests.architectures import export
@@ -59,45 +58,52 @@ def main() -> None:
         path = str(tmp / f"{name}.onnx")
         export(model, torch.randn(2, 3, 224, 224), path, dynamo=True)
         ex = onnxsal.Explainer(path, session_options=options)
-        x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
-        xs = np.repeat(x, s, axis=0)
-        xt = torch.tensor(x)
-        plain = _median_time(lambda: ex.explain(xs, "vanilla", 0, batch_size=s), args.budget)
-        sg = _median_time(
-            lambda: ex.explain(x, "smoothgrad", 0, n_samples=s, batch_size=s), args.budget
-        )
-        ig = _median_time(
-            lambda: ex.explain(x, "integrated_gradients", 0, steps=s, batch_size=s), args.budget
-        )
-        nt, igc = NoiseTunnel(Saliency(model)), IntegratedGradients(model)
-        best_nt = min(
-            _median_time(
-                lambda b=b: nt.attribute(
-                    xt,
-                    nt_type="smoothgrad",
-                    nt_samples=s,
-                    nt_samples_batch_size=b,
-                    stdevs=0.15,
-                    target=0,
-                    abs=False,
-                ),
-                args.budget,
-            )
-            for b in (10, 25, 50)
-        )
-        best_ig = min(
-            _median_time(
-                lambda b=b: igc.attribute(xt, target=0, n_steps=s, internal_batch_size=b),
-                args.budget,
-            )
-            for b in (10, 25, 50)
-        )
+        plain, sg, ig, best_nt, best_ig = _measure(ex, model, s, args.budget)
         for label, ours, theirs in (("SmoothGrad", sg, best_nt), ("IG", ig, best_ig)):
             print(
                 f"| {name} | {label} | {1e3 * ours:.0f} | {1e3 * theirs:.0f} | "
                 f"{ours / theirs:.2f} | {1e3 * plain:.0f} | {ours / plain:.2f} |",
                 flush=True,
             )
+
+
+def _measure(ex, model, s: int, budget: float) -> list[float]:
+    """Seconds: plain gradient of s inputs, SmoothGrad, IG, best Captum NoiseTunnel, best IG."""
+    import torch
+    from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
+
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    xs, xt = np.repeat(x, s, axis=0), torch.tensor(x)
+    nt, igc = NoiseTunnel(Saliency(model)), IntegratedGradients(model)
+    ours = [
+        _median_time(lambda: ex.explain(xs, "vanilla", 0, batch_size=s), budget),
+        _median_time(lambda: ex.explain(x, "smoothgrad", 0, n_samples=s, batch_size=s), budget),
+        _median_time(
+            lambda: ex.explain(x, "integrated_gradients", 0, steps=s, batch_size=s), budget
+        ),
+    ]
+
+    def noise_tunnel(b: int) -> float:
+        return _median_time(
+            lambda: nt.attribute(
+                xt,
+                nt_type="smoothgrad",
+                nt_samples=s,
+                nt_samples_batch_size=b,
+                stdevs=0.15,
+                target=0,
+                abs=False,
+            ),
+            budget,
+        )
+
+    def captum_ig(b: int) -> float:
+        return _median_time(
+            lambda: igc.attribute(xt, target=0, n_steps=s, internal_batch_size=b), budget
+        )
+
+    sizes = (10, 25, 50)
+    return [*ours, min(map(noise_tunnel, sizes)), min(map(captum_ig, sizes))]
 
 
 if __name__ == "__main__":
