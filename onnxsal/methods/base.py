@@ -218,6 +218,15 @@ def scores(runner: Runner, req: Request, targets: np.ndarray | None) -> np.ndarr
     return runner.execute(spec, req.x, feeds, req.batch_size, req.inputs)["score"]
 
 
+def sample_groups(req: Request, copies: int):
+    """Consecutive (start, stop, sub-request) groups of samples, each small enough that its
+    `copies` expanded copies fill about one batch: memory stays bounded for any n."""
+    group = max(1, (req.batch_size or req.n * copies) // copies)
+    for start in range(0, req.n, group):
+        stop = min(start + group, req.n)
+        yield start, stop, req.slice(start, stop)
+
+
 def repeat_targets(targets: np.ndarray | None, repeats: int, req: Request) -> Any:
     """Targets for a batch in which each sample appears `repeats` times in a row."""
     if targets is None:

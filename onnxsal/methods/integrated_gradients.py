@@ -20,6 +20,7 @@ from onnxsal.methods.base import (
     gradients,
     repeat_targets,
     resolve_targets,
+    sample_groups,
     scores,
 )
 from onnxsal.runner import Runner
@@ -102,12 +103,9 @@ class IntegratedGradients(Method):
         alphas, weights = nodes_and_weights(steps, integration)
         targets = resolve_targets(runner, req)
         base = make_baseline(req.x, baseline, req.layout, seed, blur_sigma)
-        group = max(1, (req.batch_size or req.n * steps) // steps)
         attributions = []
-        for start in range(0, req.n, group):
-            stop = min(start + group, req.n)
-            sub = req.slice(start, stop)
-            x, x0 = req.x[start:stop], base[start:stop]
+        for start, stop, sub in sample_groups(req, steps):
+            x, x0 = sub.x, base[start:stop]
             path = x0[:, None] + alphas.reshape(1, -1, *([1] * (x.ndim - 1))) * (x - x0)[:, None]
             path = path.reshape(-1, *x.shape[1:]).astype(x.dtype)
             part = None if targets is None else targets[start:stop]

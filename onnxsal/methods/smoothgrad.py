@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 
 from onnxsal.errors import InputError
-from onnxsal.methods.base import Explanation, Method, Request, repeat_targets, resolve_targets
+from onnxsal.methods.base import (
+    Explanation,
+    Method,
+    Request,
+    repeat_targets,
+    resolve_targets,
+    sample_groups,
+)
 from onnxsal.runner import Runner
 
 VARIANTS = ("mean", "squared", "var")
@@ -62,12 +69,9 @@ class SmoothGrad(Method):
             raise InputError("SmoothGrad cannot be its own base method.")
         targets = resolve_targets(runner, req)
         rng = np.random.default_rng(seed)
-        group = max(1, (req.batch_size or req.n * n_samples) // n_samples)
         pieces, scores = [], []
-        for start in range(0, req.n, group):
-            stop = min(start + group, req.n)
-            x = req.x[start:stop]
-            sub = req.slice(start, stop)
+        for start, stop, sub in sample_groups(req, n_samples):
+            x = sub.x
             noisy = np.repeat(x, n_samples, axis=0) + noise_for(x, n_samples, noise, rng)
             part_targets = None if targets is None else targets[start:stop]
             expanded = sub.with_x(noisy, n_samples, repeat_targets(part_targets, n_samples, sub))
