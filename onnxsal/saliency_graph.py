@@ -91,7 +91,7 @@ def build(facts: ModelFacts, spec: GraphSpec) -> SaliencyGraph:
             tensor = layers.resolve(name)
             axis = spec.channel_axis
             if axis is None:
-                axis = -1 if facts.layout == "NHWC" else 1
+                axis = layers.axes.get(tensor.name, -1 if facts.layout == "NHWC" else 1)
         explained.append((tensor, axis))
         dims = static_dims(tensor)
         unit = dims[axis % len(dims)] if dims is not None and len(dims) >= 2 else None

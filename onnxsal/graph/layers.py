@@ -93,11 +93,15 @@ class LayerIndex:
                 self.nodes[node.name] = node.outputs[0]
         self.modules = _module_outputs(graph)
         self.declared: dict[str, ir.Value] = {}
+        self.axes: dict[str, int] = {}  # tensor name -> channel axis, where declared
         raw = (model.metadata_props or {}).get(LAYER_MAP_KEY)
         if raw:
-            for friendly, tensor in json.loads(raw).items():
+            for friendly, entry in json.loads(raw).items():
+                tensor = entry["tensor"] if isinstance(entry, dict) else entry
                 if tensor in self.values:
                     self.declared[friendly] = self.values[tensor]
+                    if isinstance(entry, dict) and "channel_axis" in entry:
+                        self.axes[tensor] = int(entry["channel_axis"])
 
     def _tables(self):
         return (self.declared, self.values, self.nodes, self.modules)

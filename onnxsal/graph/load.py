@@ -12,6 +12,17 @@ from onnxsal.errors import ModelLoadError
 ModelSource = str | os.PathLike | bytes | onnx.ModelProto
 
 
+def _zoo_path(name: str) -> Path | None:
+    from onnxsal.models import ZOO
+
+    if name not in ZOO:
+        return None
+    try:
+        return ZOO[name].locate()
+    except ImportError as exc:
+        raise ModelLoadError(f"Zoo model '{name}' cannot be built here: {exc}") from exc
+
+
 def load_model(source: ModelSource) -> onnx.ModelProto:
     """Return a private copy of the model, with external data loaded.
 
@@ -30,10 +41,14 @@ def load_model(source: ModelSource) -> onnx.ModelProto:
             ) from exc
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
+        if not path.exists() and isinstance(source, str):
+            path = _zoo_path(source) or path
         if not path.exists():
+            from onnxsal.models import ZOO
+
             raise ModelLoadError(
-                f"No model file at '{path}'. Pass the path of an .onnx file, its bytes, "
-                "or an onnx.ModelProto."
+                f"No model file at '{path}' and no zoo model of that name. Pass the path of "
+                "an .onnx file, its bytes, an onnx.ModelProto, or a zoo name: " + ", ".join(ZOO)
             )
         if path.is_dir():
             raise ModelLoadError(f"'{path}' is a folder; pass the path of an .onnx file in it.")

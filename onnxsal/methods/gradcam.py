@@ -14,7 +14,7 @@ from dataclasses import replace
 import numpy as np
 
 from onnxsal.errors import TargetError
-from onnxsal.graph.layers import last_spatial_tensor
+from onnxsal.graph.layers import LayerIndex, last_spatial_tensor
 from onnxsal.methods.base import Explanation, Method, Request, gradients
 from onnxsal.postprocess import resize_bilinear
 from onnxsal.runner import Runner
@@ -41,11 +41,17 @@ def grad_cam(runner: Runner, req: Request):
     acts, grads = out[ACTIVATION].astype(np.float64), out[ACTIVATION_GRAD].astype(np.float64)
     if acts.ndim != 4:
         raise TargetError(f"Grad-CAM needs a 4-D layer; '{layer}' has shape {acts.shape}.")
-    nhwc = req.layout == "NHWC"
-    spatial, channel = ((1, 2), 3) if nhwc else ((2, 3), 1)
+    # The layer's own layout: an NHWC model's layer may be stored NCHW (tf2onnx).
+    index = LayerIndex(runner.model)
+    declared = index.axes.get(index.resolve(layer).name)
+    layer_nhwc = req.layout == "NHWC" if declared is None else declared == 3 or declared == -1
+    spatial, channel = ((1, 2), 3) if layer_nhwc else ((2, 3), 1)
     alpha = grads.mean(axis=spatial, keepdims=True)
     cam = np.maximum((alpha * acts).sum(axis=channel, keepdims=True), 0.0)
-    size = tuple(req.x.shape[a] for a in spatial)
+    if layer_nhwc != (req.layout == "NHWC"):
+        cam = cam.transpose(0, 2, 3, 1) if not layer_nhwc else cam.transpose(0, 3, 1, 2)
+    in_spatial = (1, 2) if req.layout == "NHWC" else (2, 3)
+    size = tuple(req.x.shape[a] for a in in_spatial)
     return resize_bilinear(cam, size, layout=req.layout), result, layer
 
 
