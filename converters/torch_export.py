@@ -38,6 +38,8 @@ def _load_module(source: Any) -> Any:
                 f"'{path}' is not a TorchScript file ({str(exc).splitlines()[0]}). Save a "
                 "scripted or traced model with torch.jit.save, or pass a module:callable."
             ) from exc
+    if isinstance(source, torch.export.ExportedProgram):
+        return source.module()  # a GraphModule: callable for verification, exportable
     return source
 
 
@@ -92,7 +94,10 @@ def from_torch(
     torch = need("torch", "torch")
     module = _load_module(module)
     if hasattr(module, "eval"):
-        module.eval()
+        try:
+            module.eval()
+        except NotImplementedError:  # an ExportedProgram's module is already frozen
+            pass
     sample_shape = tuple(int(d) for d in input_shape)
     example = torch.zeros((2, *sample_shape))
 

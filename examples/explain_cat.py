@@ -36,14 +36,20 @@ def main() -> None:
     explainer = onnxsal.Explainer("efficientnet-lite0")
     x = explainer.preprocess(photo)
     panels = [photo.resize((224, 224), Image.BICUBIC)]
-    for method, options in (("vanilla", {}), ("guided", {}), ("smoothgrad", {"n_samples": 25}),
-                            ("gradcam", {})):
+    for method, options in (
+        ("vanilla", {}),
+        ("guided", {}),
+        ("smoothgrad", {"n_samples": 25}),
+        ("gradcam", {}),
+    ):
         result = explainer.run(x, method, **options)
         reduced = postprocess.reduce_channels(result.attribution, "max", explainer.layout)
         panels.append(heat(postprocess.normalize(reduced, "percentile")[0, 0]))
     top = int(result.target[0])
-    print(f"top-1: {top} '{explainer.labels[top]}' (logit {result.score[0]:.2f}); "
-          f"ran on {explainer.providers[0]}")
+    print(
+        f"top-1: {top} '{explainer.labels[top]}' (logit {result.score[0]:.2f}); "
+        f"ran on {explainer.providers[0]}"
+    )
     sheet = Image.new("RGB", (224 * len(panels), 224))
     for i, panel in enumerate(panels):
         sheet.paste(panel, (224 * i, 0))

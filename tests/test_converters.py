@@ -128,6 +128,15 @@ def test_auto_falls_back_to_torchscript(tmp_path, monkeypatch):
     assert "TorchScript" in metadata.read(model)["source"]["exporter"]
 
 
+def test_exported_program_source():
+    net = small_cnn()
+    program = torch.export.export(
+        net, (torch.zeros(2, 3, 16, 16),), dynamic_shapes=({0: torch.export.Dim("n", min=1)},)
+    )
+    model = from_torch(program, (3, 16, 16))
+    assert metadata.read(model)["verified"]["rel_l2"] < 1e-5
+
+
 def test_missing_framework_names_the_extra():
     with pytest.raises(ConversionError, match=r"onnxsal\[keras\]"):
         need("a_framework_that_is_not_installed", "keras")
