@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import warnings
@@ -94,10 +95,8 @@ def from_torch(
     torch = need("torch", "torch")
     module = _load_module(module)
     if hasattr(module, "eval"):
-        try:
+        with contextlib.suppress(NotImplementedError):  # an ExportedProgram's module is frozen
             module.eval()
-        except NotImplementedError:  # an ExportedProgram's module is already frozen
-            pass
     sample_shape = tuple(int(d) for d in input_shape)
     example = torch.zeros((2, *sample_shape))
 
