@@ -1,28 +1,72 @@
 """The `onnxsal` command line.
 
-Exit codes: 0 success, 1 when something failed (the message says what and
-how to fix it), 2 for usage errors (click's convention).
+Exit codes: 0 success, 1 when something failed (each failure is one line that
+says what and how to fix it; -v adds the traceback), 2 for usage errors
+(click's convention), 130 when interrupted (finished outputs are kept; rerun
+with --resume).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 
 from onnxsal import __version__
+from onnxsal.batch import atomic_write, check_writable
 from onnxsal.errors import OnnxsalError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+class Failure(Exception):
+    """A command failed for a reason already explained to the user."""
+
+
 def fail(message: str) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
+
+
+def guarded(fn: Callable) -> Callable:
+    """One line per error, no traceback unless -v; Ctrl-C keeps what is done."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        verbose = kwargs.get("verbose", False)
+        try:
+            return fn(*args, **kwargs)
+        except KeyboardInterrupt:
+            click.echo(
+                "interrupted: finished outputs are kept; rerun with --resume to finish.", err=True
+            )
+            sys.exit(130)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except OnnxsalError as exc:
+            if verbose:
+                raise
+            fail(str(exc).replace("\n", " "))
+        except Exception as exc:
+            if verbose:
+                raise
+            fail(f"unexpected {type(exc).__name__}: {exc} (rerun with -v for the traceback)")
+
+    return wrapper
+
+
+def common(fn: Callable) -> Callable:
+    fn = click.option("-v", "--verbose", is_flag=True, help="Tracebacks on errors.")(fn)
+    fn = click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")(fn)
+    return fn
 
 
 def _floats(text: str | None) -> list[float] | None:
@@ -34,7 +78,9 @@ def _floats(text: str | None) -> list[float] | None:
         raise click.BadParameter(f"'{text}' is not a comma-separated list of numbers.") from None
 
 
-def _ints(text: str) -> tuple[int, ...]:
+def _ints(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
     try:
         return tuple(int(v) for v in text.split(","))
     except ValueError:
@@ -54,6 +100,13 @@ def _build(spec: str) -> Any:
     return fn() if callable(fn) else fn
 
 
+def _explainer(model: str, providers: str | None = None):
+    import onnxsal
+
+    chosen = providers.split(",") if providers else None
+    return onnxsal.Explainer(model, providers=chosen)
+
+
 @click.group(context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="onnxsal")
 def main() -> None:
@@ -61,9 +114,476 @@ def main() -> None:
 
     \b
     Examples:
-      onnxsal models
-      onnxsal convert torch mynet:build --input-shape 3,224,224 -o mynet.onnx
+      onnxsal demo
+      onnxsal explain efficientnet-lite0 photos/ -m guided -o maps/
+      onnxsal inspect model.onnx
     """
+
+
+# --- explain --------------------------------------------------------------------------------
+
+
+def _target(text: str | None, labels: list[str] | None) -> int | None:
+    """An index, or a class name from the model's labels."""
+    if text is None or text.lower() in ("top1", "top-1"):
+        return None
+    if text.lstrip("-").isdigit():
+        return int(text)
+    if labels:
+        for i, name in enumerate(labels):
+            if name.lower() == text.lower():
+                return i
+        close = [n for n in labels if text.lower() in n.lower()][:8]
+        raise click.BadParameter(
+            f"no class '{text}'" + (f"; close: {', '.join(close)}" if close else "; give an index")
+        )
+    raise click.BadParameter(f"'{text}' is not an index and the model has no labels.")
+
+
+def _method_options(samples, steps, noise, seed, variant, base, baseline, integration):
+    out = {
+        "n_samples": samples,
+        "steps": steps,
+        "noise": noise,
+        "seed": seed,
+        "variant": variant,
+        "base": base,
+        "integration": integration,
+    }
+    if baseline is not None:
+        try:
+            out["baseline"] = float(baseline)
+        except ValueError:
+            out["baseline"] = baseline
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _preprocess_options(fn: Callable) -> Callable:
+    options = [
+        click.option("--size", help="Model input size H,W (overrides the metadata)."),
+        click.option(
+            "--resize-filter",
+            "resize",
+            type=click.Choice(["nearest", "bilinear", "bicubic", "lanczos"]),
+        ),
+        click.option("--crop", type=float, help="Centre crop, a fraction of the shorter side."),
+        click.option("--scale", type=float, help="Pixels (0-255) are multiplied by this first."),
+        click.option("--mean", help="Per-channel means, comma-separated."),
+        click.option("--std", help="Per-channel standard deviations, comma-separated."),
+        click.option("--layout", type=click.Choice(["NCHW", "NHWC"])),
+        click.option("--bgr", is_flag=True, default=None, help="Feed BGR instead of RGB."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _preprocessing(ex, size, resize, crop, scale, mean, std, layout, bgr):
+    """The model's recorded preprocessing, CLI flags overriding; for models without
+    metadata, channels and layout follow the input's shape."""
+    from onnxsal.images import with_overrides
+
+    order = "BGR" if bgr else None
+    if ex.preprocess is None:
+        layout = layout or ex.layout
+        dims = ex.input_shape
+        channels = dims[-1] if layout == "NHWC" else (dims[1] if len(dims) > 1 else None)
+        if order is None and channels == 1:
+            order = "L"
+        width = 1 if channels == 1 else 3
+        mean = mean or ",".join(["0"] * width)
+        std = std or ",".join(["1"] * width)
+    return with_overrides(
+        ex.preprocess,
+        size=_ints(size),
+        resize=resize,
+        crop=crop,
+        scale=scale,
+        mean=_floats(mean),
+        std=_floats(std),
+        layout=layout,
+        channel_order=order,
+    )
+
+
+@main.command()
+@click.argument("model")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option(
+    "-m",
+    "--method",
+    default="vanilla",
+    show_default=True,
+    help="vanilla, guided, deconv, input_x_gradient, smoothgrad, integrated_gradients, "
+    "gradcam, guided_gradcam, fullgrad, simple_fullgrad.",
+)
+@click.option("-t", "--target", help="Class index or label (default: each input's top-1).")
+@click.option("--layer", help="Explain a unit of this layer (with --unit); Grad-CAM's layer.")
+@click.option("--unit", type=int, help="The unit (channel) of --layer, 0-based.")
+@click.option(
+    "--grad-modifier", type=click.Choice(["absolute", "negate", "small_values", "relu", "invert"])
+)
+@click.option(
+    "--reduce",
+    default="max",
+    show_default=True,
+    type=click.Choice(["max", "sum", "l2", "none"]),
+    help="Channel reduction.",
+)
+@click.option(
+    "-o", "--output", default="onnxsal-out", show_default=True, type=click.Path(file_okay=False)
+)
+@click.option(
+    "--format",
+    "fmt",
+    default="png",
+    show_default=True,
+    type=click.Choice(["png", "npy", "npz"]),
+    help="npy/npz also keep the raw map.",
+)
+@click.option("--overlay/--no-overlay", default=True, show_default=True)
+@click.option("--alpha", default=0.6, show_default=True, help="Overlay opacity.")
+@click.option("--colormap", default="inferno", show_default=True)
+@click.option("--panel", is_flag=True, help="Also write original | saliency | overlay panels.")
+@click.option("--original-size", is_flag=True, help="Draw maps at the image's own size.")
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
+@click.option("--providers", help="onnxruntime providers, comma-separated.")
+@click.option("--resume", is_flag=True, help="Skip inputs whose outputs are complete.")
+@click.option("--samples", type=int, help="SmoothGrad: noisy samples.")
+@click.option("--steps", type=int, help="Integrated Gradients: steps.")
+@click.option("--noise", type=float, help="SmoothGrad: noise std / input range.")
+@click.option("--seed", type=int, help="SmoothGrad / IG random seed.")
+@click.option("--variant", type=click.Choice(["mean", "squared", "var"]), help="SmoothGrad.")
+@click.option("--base", help="SmoothGrad's base method.")
+@click.option("--baseline", help="IG baseline: zeros, blur, uniform or a number.")
+@click.option("--integration", type=click.Choice(["riemann_trapezoid", "gausslegendre"]))
+@_preprocess_options
+@common
+@guarded
+def explain(
+    model,
+    inputs,
+    method,
+    target,
+    layer,
+    unit,
+    grad_modifier,
+    reduce,
+    output,
+    fmt,
+    overlay,
+    alpha,
+    colormap,
+    panel,
+    original_size,
+    batch_size,
+    providers,
+    resume,
+    samples,
+    steps,
+    noise,
+    seed,
+    variant,
+    base,
+    baseline,
+    integration,
+    size,
+    resize,
+    crop,
+    scale,
+    mean,
+    std,
+    layout,
+    bgr,
+    quiet,
+    verbose,
+) -> None:
+    """Explain images (files, folders, globs) or .npy tensors with MODEL (a path or zoo name).
+
+    Writes, per input, NAME.saliency.png and NAME.overlay.png (and the raw map with
+    --format npy/npz, a panel with --panel) under -o, keeping relative paths, plus
+    summary.json and summary.csv. Bad inputs are reported and skipped; the exit code is 1
+    if any failed.
+
+    \b
+    Examples:
+      onnxsal explain efficientnet-lite0 cat.jpg -m guided
+      onnxsal explain model.onnx photos/ -m smoothgrad --samples 25 -o maps/ --resume
+    """
+    from onnxsal.batch import BatchRun, Drawing, check_writable
+
+    started = time.perf_counter()
+    ex = _explainer(model, providers)
+    drawing = Drawing(Path(output), fmt, overlay, panel, original_size, colormap, alpha, reduce)
+    job = BatchRun(
+        ex,
+        model,
+        method,
+        drawing,
+        None,
+        _target(target, ex.labels),
+        layer,
+        unit,
+        grad_modifier,
+        _method_options(samples, steps, noise, seed, variant, base, baseline, integration),
+        batch_size,
+    )
+    jobs, todo = job.plan(list(inputs), resume)
+    check_writable(drawing.folder)
+    if any(j.path.suffix.lower() != ".npy" for j in todo):
+        job.preprocess = _preprocessing(ex, size, resize, crop, scale, mean, std, layout, bgr)
+    reported = 0
+    show = not quiet and sys.stdout.isatty()
+    bar = click.progressbar(length=len(todo), label="explaining", file=sys.stderr) if show else None
+    try:
+        for finished in job.run(todo):
+            for message in job.failures[reported:]:
+                click.echo(f"error: {message}", err=True)
+            reported = len(job.failures)
+            if bar:
+                bar.update(finished)
+    finally:
+        if bar:
+            bar.render_finish()
+        for message in job.failures[reported:]:
+            click.echo(f"error: {message}", err=True)
+        job.write_summary(jobs)
+    if not quiet:
+        click.echo(
+            f"{job.succeeded} explained, {len(job.failures)} failed, in "
+            f"{time.perf_counter() - started:.1f} s; outputs in {drawing.folder}/ "
+            "(summary.json, summary.csv)"
+        )
+    if job.failures:
+        sys.exit(1)
+
+
+# --- export, compare, inspect -------------------------------------------------------------
+
+
+@main.command("export")
+@click.argument("model")
+@click.option(
+    "-m",
+    "--method",
+    default="vanilla",
+    show_default=True,
+    type=click.Choice(["vanilla", "guided", "deconv", "input_x_gradient"]),
+)
+@click.option("-t", "--target", help="Class index or label to bake in (default: top-1).")
+@click.option("--layer", help="Explain a unit of this layer instead of a class.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
+@click.option("--check", is_flag=True, help="Run the file once and compare with explain.")
+@common
+@guarded
+def export_cmd(model, method, target, layer, output, check, quiet, verbose) -> None:
+    """Write a standalone explainer: the model plus its gradient graph, one ONNX file.
+
+    Inputs: the model's inputs. Outputs: the model's outputs, then `attribution`
+    (`score` and `target_index` too). Runs on any ONNX runtime, no onnxsal needed.
+
+    \b
+    Example:
+      onnxsal export efficientnet-lite0 -m guided -o lite0-guided.onnx --check
+    """
+    import onnx
+
+    from onnxsal.standalone import standalone_explainer
+
+    ex = _explainer(model)
+    index = _target(target, ex.labels)
+    proto = standalone_explainer(ex, method, index, layer=layer)
+    atomic_write(Path(output), lambda tmp: onnx.save(proto, tmp))
+    if not quiet:
+        outs = ", ".join(o.name for o in proto.graph.output)
+        click.echo(
+            f"wrote {output}: inputs {', '.join(i.name for i in proto.graph.input)}; outputs {outs}"
+        )
+    if check:
+        from onnxsal import runtime
+
+        dims = [d if isinstance(d, int) else 2 for d in ex.input_shape]
+        x = np.random.default_rng(0).standard_normal(dims).astype(np.float32)
+        sess = runtime.session(proto.SerializeToString(), ["CPUExecutionProvider"])
+        names = [o.name for o in sess.get_outputs()]
+        got = dict(zip(names, sess.run(None, {ex.input_name: x})))
+        want = ex.explain(
+            x,
+            method,
+            index if layer is None else None,
+            layer=layer,
+            unit=None if layer is None else index,
+        )
+        err = np.linalg.norm(got["attribution"] - want) / max(np.linalg.norm(want), 1e-30)
+        if err > 1e-5:
+            raise OnnxsalError(f"check failed: the file's attribution differs by {err:.1e}.")
+        if not quiet:
+            click.echo(f"check: the file reproduces explain() (relative L2 {err:.1e})")
+
+
+@main.command("compare")
+@click.argument("model_a")
+@click.argument("model_b")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-m", "--method", default="vanilla", show_default=True)
+@click.option("-t", "--target", help="Class index (default: model A's top-1).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False),
+    help="Write side-by-side pictures (A | B | difference) here.",
+)
+@click.option("--colormap", default="inferno", show_default=True)
+@click.option("--topk", default=0.05, show_default=True, help="Top-k pixel share compared.")
+@click.option("--tolerance", default=1e-4, show_default=True, help="Relative L2 called same.")
+@_preprocess_options
+@common
+@guarded
+def compare_cmd(
+    model_a,
+    model_b,
+    inputs,
+    method,
+    target,
+    output,
+    colormap,
+    topk,
+    tolerance,
+    size,
+    resize,
+    crop,
+    scale,
+    mean,
+    std,
+    layout,
+    bgr,
+    quiet,
+    verbose,
+) -> None:
+    """Explain the same inputs with two models (say, one exported from two frameworks).
+
+    Prints, per input: both top-1, whether they agree, the relative L2 difference of the maps,
+    their Spearman rank correlation and top-k pixel overlap. Inputs are preprocessed for
+    MODEL_A and transposed for MODEL_B if the layouts differ. Exit code 1 if any differ.
+
+    \b
+    Example:
+      onnxsal compare digits-cnn digits-cnn-keras digit.png -m guided -o cmp/
+    """
+    import onnxsal
+    from onnxsal.images import find_inputs, prepare
+    from onnxsal.pictures import colorize, to_map
+
+    ex_a, ex_b = _explainer(model_a), _explainer(model_b)
+    files, missing = find_inputs(list(inputs))
+    if missing or not files:
+        raise OnnxsalError("no inputs found: " + ", ".join(missing or inputs))
+    pre = _preprocessing(ex_a, size, resize, crop, scale, mean, std, layout, bgr)
+    items = [prepare(p, pre, ex_a.input_shape) for p, _ in files]
+    x = np.concatenate([i.tensor for i in items])
+    result = onnxsal.compare(
+        ex_a, ex_b, x, method, target=_target(target, ex_a.labels), topk=topk, tolerance=tolerance
+    )
+    table = result.table().splitlines()
+    if not quiet:
+        click.echo(table[0])
+        click.echo("input  " + table[1])
+        for (path, _), line in zip(files, table[2:]):
+            click.echo(f"{path.name}  {line}")
+    if output:
+        from PIL import Image
+
+        out = Path(output)
+        check_writable(out)
+        for k, (_, rel) in enumerate(files):
+            a = to_map(result.attribution_a[k], ex_a.layout)
+            b = to_map(result.attribution_b[k], ex_a.layout)
+            diff = np.abs(a - b)
+            tiles = [
+                colorize(a, colormap),
+                colorize(b, colormap),
+                colorize(diff / max(diff.max(), 1e-12), colormap),
+            ]
+            sheet = Image.new("RGB", (sum(t.width for t in tiles) + 16, tiles[0].height), "white")
+            for j, t in enumerate(tiles):
+                sheet.paste(t, (j * (t.width + 8), 0))
+            dest = out / rel.with_suffix(".compare.png")
+            atomic_write(dest, lambda tmp, s=sheet: s.save(tmp, format="PNG"))
+    if not result.same.all():
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("model")
+@click.option("--all-layers", is_flag=True, help="List every tensor, not only named layers.")
+@common
+@guarded
+def inspect(model, all_layers, quiet, verbose) -> None:
+    """Inputs, outputs, layout, opset, metadata, layers, and gradient-rule coverage of MODEL.
+
+    \b
+    Example:
+      onnxsal inspect efficientnet-lite0
+    """
+    from onnxsal.methods import METHODS
+
+    ex = _explainer(model)
+    md = ex.metadata
+    graph = ex._model.graph
+    click.echo(f"model: {model}")
+    click.echo(
+        f"opset: {ex.opset} (as read: {ex.source_opset}); producer: "
+        f"{ex._model.producer_name or '?'} {ex._model.producer_version or ''}".rstrip()
+    )
+    for v in graph.inputs:
+        if v.name not in graph.initializers:
+            mark = "  <- explained" if v.name == ex.input_name else ""
+            click.echo(
+                f"input:  {v.name} {list(ex.input_shape) if mark else v.shape} {v.dtype}{mark}"
+            )
+    click.echo(
+        f"layout: {ex.layout}"
+        + (" (from metadata)" if md.get("layout") else " (guessed from the input shape)")
+    )
+    for v in graph.outputs:
+        mark = "  <- explained" if v.name == ex.output_name else ""
+        click.echo(f"output: {v.name} {v.shape} {v.dtype}{mark}")
+    if md.get("source"):
+        click.echo(f"source: {json.dumps(md['source'])}")
+    click.echo(
+        "preprocess: "
+        + (
+            json.dumps(md["preprocess"])
+            if md.get("preprocess")
+            else "none recorded (explain needs --size etc. for images)"
+        )
+    )
+    click.echo(f"labels: {len(ex.labels)} classes" if ex.labels else "labels: none")
+    layers = ex.layers()
+    named = [lay for lay in layers if lay.name != lay.tensor]
+    shown = layers if all_layers or not named else named
+    click.echo(
+        f"layers for --layer ({len(shown)} of {len(layers)} tensors"
+        + ("; --all-layers for every tensor" if shown is not layers else "")
+        + "):"
+    )
+    for lay in shown:
+        tensor = "" if lay.tensor == lay.name else f"  (tensor {lay.tensor})"
+        click.echo(f"  {lay.name:24s} {lay.op_type:18s} {list(lay.shape)}{tensor}")
+    cov = ex.coverage()
+    ops = ", ".join(f"{op} x{n}" for op, n in sorted(cov.path_ops.items()))
+    click.echo(f"ops on the input->output path: {ops}")
+    if cov.missing:
+        click.echo("NO gradient rule for:")
+        for op, nodes in sorted(cov.missing.items()):
+            click.echo(f"  {op}: {len(nodes)} node(s), first '{nodes[0]}'")
+        click.echo(
+            "so no method can explain the output ("
+            + ", ".join(METHODS)
+            + "); layers before those nodes still work."
+        )
+    else:
+        click.echo("every op on the path has a gradient rule: all methods can run.")
 
 
 @main.command("models")
@@ -80,7 +600,161 @@ def models_cmd() -> None:
         click.echo(f"{model.name}\n  {model.description}\n  needs: {model.needs}")
 
 
-def _preprocess_options(fn: Callable) -> Callable:
+@main.command()
+def doctor() -> None:
+    """Versions, execution providers, known installation problems, the cache folder.
+
+    \b
+    Example:
+      onnxsal doctor
+    """
+    from importlib import metadata as dist
+
+    from onnxsal import runtime
+    from onnxsal.models.efficientnet_lite0 import cache_dir
+
+    click.echo(f"onnxsal {__version__} (Python {sys.version.split()[0]})")
+    for name in (
+        "onnx",
+        "onnx-ir",
+        "onnxruntime",
+        "onnxruntime-gpu",
+        "numpy",
+        "pillow",
+        "click",
+        "cmap",
+        "torch",
+        "keras",
+        "tensorflow-cpu",
+        "tf2onnx",
+    ):
+        try:
+            click.echo(f"  {name:16s} {dist.version(name)}")
+        except dist.PackageNotFoundError:
+            click.echo(f"  {name:16s} -")
+    try:
+        rt = runtime.ort()
+        click.echo(f"execution providers available: {', '.join(rt.get_available_providers())}")
+        click.echo(f"default choice: {', '.join(runtime.default_providers())}")
+    except OnnxsalError as exc:
+        click.echo(f"onnxruntime: {exc}")
+    if runtime._both_runtimes_installed():
+        click.echo(
+            "PROBLEM: onnxruntime and onnxruntime-gpu are both installed and break each "
+            "other: pip uninstall -y onnxruntime onnxruntime-gpu && pip install "
+            "'onnxsal[gpu]' (or [cpu])."
+        )
+    click.echo(f"cache: {cache_dir()} (set ONNXSAL_CACHE to move it)")
+
+
+# --- demo ---------------------------------------------------------------------------------
+
+DEMO_PHOTOS = ("chelsea", "coffee", "astronaut")
+DEMO_METHODS = (
+    ("vanilla", {}),
+    ("guided", {}),
+    ("deconv", {}),
+    ("smoothgrad", {"n_samples": 24}),
+    ("integrated_gradients", {"steps": 24}),
+    ("fullgrad", {}),
+    ("gradcam", {}),
+)
+
+
+@main.command()
+@click.option(
+    "-o", "--output", default="onnxsal-demo", show_default=True, type=click.Path(file_okay=False)
+)
+@click.option("--model", default="efficientnet-lite0", show_default=True)
+@click.option("--colormap", default="inferno", show_default=True)
+@common
+@guarded
+def demo(output, model, colormap, quiet, verbose) -> None:
+    """Explain scikit-image's bundled photos with EfficientNet-Lite0, seven methods each.
+
+    Writes one panel per photo and an HTML page showing them all (images beside it), and
+    prints the page's path. Needs the zoo's extras: pip install 'onnxsal[examples]'.
+
+    \b
+    Example:
+      onnxsal demo -o demo/
+    """
+    from PIL import Image
+
+    from onnxsal.pictures import colorbar, overlay, to_map
+
+    try:
+        from skimage import data
+    except ImportError as exc:
+        raise OnnxsalError(
+            "the demo's photos come from scikit-image: pip install 'onnxsal[examples]'"
+        ) from exc
+    out = Path(output)
+    check_writable(out)
+    ex = _explainer(model)
+    tile = 192
+    entries = []
+    for photo_name in DEMO_PHOTOS:
+        photo = Image.fromarray(getattr(data, photo_name)())
+        x = ex.preprocess(photo)
+        top = int(ex.predict(x).argmax())
+        label = ex.labels[top] if ex.labels else str(top)
+        picture = photo.convert("RGB").resize(ex.preprocess.size[::-1], Image.BICUBIC)
+        tiles = [picture.resize((tile, tile), Image.BICUBIC)]
+        for method, options in DEMO_METHODS:
+            result = ex.run(x, method, top, **options)
+            m = to_map(result.attribution[0], ex.layout)
+            tiles.append(overlay(picture, m, colormap).resize((tile, tile), Image.BICUBIC))
+        names = ["photo"] + [m for m, _ in DEMO_METHODS]
+        sheet = Image.new("RGB", (len(tiles) * (tile + 4) + 40, tile + 20), "white")
+        from PIL import ImageDraw
+
+        draw = ImageDraw.Draw(sheet)
+        for i, (t, name) in enumerate(zip(tiles, names)):
+            sheet.paste(t, (i * (tile + 4), 20))
+            draw.text((i * (tile + 4) + 4, 4), name, fill="black")
+        sheet.paste(colorbar(tile, colormap), (len(tiles) * (tile + 4), 20))
+        path = out / f"{photo_name}.png"
+        atomic_write(path, lambda tmp, s=sheet: s.save(tmp, format="PNG"))
+        entries.append((photo_name, label, top, path.name))
+        if not quiet:
+            click.echo(f"{photo_name}: top-1 {top} '{label}' -> {path}")
+    page = out / "index.html"
+    atomic_write(page, lambda tmp: Path(tmp).write_text(_demo_html(entries, model)))
+    click.echo(str(page.resolve()))
+
+
+def _demo_html(entries, model: str) -> str:
+    rows = "\n".join(
+        f'<figure><img src="{file}" alt="{name}"><figcaption>{name}: top-1 {top} '
+        f"'{label}'</figcaption></figure>"
+        for name, label, top, file in entries
+    )
+    methods = ", ".join(m for m, _ in DEMO_METHODS)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>onnxsal demo</title>
+<style>body{{font-family:sans-serif;margin:2em}} img{{max-width:100%}}
+figure{{margin:0 0 2em 0}}</style></head>
+<body data-images="{len(entries)}">
+<h1>onnxsal demo: {model}</h1>
+<p>Each row: the photo, then the map of its top-1 class by {methods}, over the photo.</p>
+{rows}
+<script>
+function count() {{
+  const imgs = Array.from(document.images);
+  const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+  document.body.dataset.loaded = ok;
+}}
+window.addEventListener("load", count);
+</script>
+</body></html>
+"""
+
+
+# --- convert ------------------------------------------------------------------------------
+
+
+def _convert_options(fn: Callable) -> Callable:
     options = [
         click.option("--size", help="Input size H,W the model expects (recorded for the CLI)."),
         click.option(
@@ -145,7 +819,7 @@ def convert() -> None:
     \b
     Examples:
       onnxsal convert torch model.pt --input-shape 3,224,224 -o model.onnx
-      onnxsal convert torch torchvision.models:resnet18 --input-shape 3,224,224 -o r18.onnx
+      onnxsal convert torch mypkg.nets:build --input-shape 3,224,224 -o net.onnx
       onnxsal convert keras model.keras -o model.onnx
     """
 
@@ -162,9 +836,12 @@ def convert() -> None:
 )
 @click.option("--opset", type=int, help="ONNX opset (default: the exporter's).")
 @click.option("--layout", default="NCHW", show_default=True, type=click.Choice(["NCHW", "NHWC"]))
-@_preprocess_options
-@click.option("-q", "--quiet", is_flag=True)
-def convert_torch(source, input_shape, output, exporter, opset, layout, quiet, **pre) -> None:
+@_convert_options
+@common
+@guarded
+def convert_torch(
+    source, input_shape, output, exporter, opset, layout, quiet, verbose, **pre
+) -> None:
     """SOURCE: a TorchScript file, or module:callable returning an nn.Module.
 
     \b
@@ -175,19 +852,16 @@ def convert_torch(source, input_shape, output, exporter, opset, layout, quiet, *
 
     module = source if Path(source).exists() else _build(source)
     preprocess, labels = _metadata(layout, **pre)
-    try:
-        model = from_torch(
-            module,
-            _ints(input_shape),
-            output,
-            exporter=exporter,
-            opset=opset,
-            layout=layout,
-            preprocess=preprocess,
-            labels=labels,
-        )
-    except OnnxsalError as exc:
-        fail(str(exc))
+    model = from_torch(
+        module,
+        _ints(input_shape),
+        output,
+        exporter=exporter,
+        opset=opset,
+        layout=layout,
+        preprocess=preprocess,
+        labels=labels,
+    )
     _report(model, output, quiet)
 
 
@@ -201,9 +875,10 @@ def convert_torch(source, input_shape, output, exporter, opset, layout, quiet, *
     type=click.Choice(["NHWC", "NCHW"]),
     help="NCHW adds an input transpose.",
 )
-@_preprocess_options
-@click.option("-q", "--quiet", is_flag=True)
-def convert_keras(source, output, layout, quiet, **pre) -> None:
+@_convert_options
+@common
+@guarded
+def convert_keras(source, output, layout, quiet, verbose, **pre) -> None:
     """SOURCE: a .keras or .h5 file, or module:callable returning a keras.Model.
 
     \b
@@ -214,12 +889,7 @@ def convert_keras(source, output, layout, quiet, **pre) -> None:
 
     model_source = source if Path(source).exists() else _build(source)
     preprocess, labels = _metadata(layout, **pre)
-    try:
-        model = from_keras(
-            model_source, output, layout=layout, preprocess=preprocess, labels=labels
-        )
-    except OnnxsalError as exc:
-        fail(str(exc))
+    model = from_keras(model_source, output, layout=layout, preprocess=preprocess, labels=labels)
     _report(model, output, quiet)
 
 

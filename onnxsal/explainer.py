@@ -228,6 +228,22 @@ class Explainer:
         dtype = self._value(name).dtype
         return arr.astype(dtype.numpy() if dtype is not None else np.float32, copy=False)
 
+    def coverage(self):
+        """The ops on the path from the input to the explained output, and which lack rules."""
+        from onnxsal.autodiff import RULES
+        from onnxsal.autodiff.engine import coverage
+
+        graph = self._model.graph
+        x = next(v for v in graph.inputs if v.name == self.input_name)
+        out = next(v for v in graph.outputs if v.name == self.output_name)
+        return coverage(graph, x, out, RULES)
+
+    @property
+    def opset(self) -> int:
+        """The default-domain opset of the engine's (normalised) copy of the model."""
+        imports = self._model.opset_imports
+        return imports.get("", imports.get("ai.onnx", 0))
+
     def predict(
         self, x: Any, *, batch_size: int | None = 32, inputs: Mapping[str, Any] | None = None
     ) -> np.ndarray:

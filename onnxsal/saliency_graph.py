@@ -49,6 +49,7 @@ class GraphSpec:
     wrt: str | None = None  # also return this layer's activation and its gradient
     bias_maps: bool = False  # also return every bias-gradient
     backward: bool = True  # False: scores only
+    keep_outputs: bool = False  # also return the model's own outputs (standalone explainers)
 
 
 @dataclass
@@ -97,6 +98,12 @@ def build(facts: ModelFacts, spec: GraphSpec) -> SaliencyGraph:
         unit = dims[axis % len(dims)] if dims is not None and len(dims) >= 2 else None
         units.append(unit if isinstance(unit, int) else None)
 
+    originals = []
+    if spec.keep_outputs:
+        for v in graph.outputs:
+            name = v.name
+            v.name = f"{name}__model"  # the graph output below takes the original name
+            originals.append((name, v, v.dtype, v))
     outputs: list = []
     if spec.weighted:
         score, _ = add_weighted_score(b, explained, batch)
@@ -148,5 +155,5 @@ def build(facts: ModelFacts, spec: GraphSpec) -> SaliencyGraph:
                 OnnxsalWarning,
                 stacklevel=5,
             )
-    proto = finish(model, b, outputs)
+    proto = finish(model, b, originals + outputs)
     return SaliencyGraph(proto, rewrites, path_ops, units, biases)

@@ -118,6 +118,54 @@ def _path_nodes(graph: ir.Graph, wrt: ir.Value, score: ir.Value) -> tuple[list[i
     return [n for n in nodes if any(o in on_path for o in n.outputs)], on_path
 
 
+def _choose_rules(path, on_path, rules, modifier):
+    """Each path node's rule; what is missing; op counts; the first node without a rule."""
+    chosen: dict[ir.Node, Rule] = {}
+    rewrites: list[Rewrite] = []
+    missing: dict[str, list[str]] = defaultdict(list)
+    path_ops: dict[str, int] = defaultdict(int)
+    first = None
+    for node in path:
+        key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+        path_ops[key] += 1
+        override = modifier.rule_for(node) if modifier is not None else None
+        rule = override[0] if override is not None else rules.get(key)
+        label = node.name or f"<unnamed {node.op_type}>"
+        gaps = [] if rule is not None else [key]
+        if rule is not None:
+            gaps = [
+                f"{key} (w.r.t. input {i}, '{inp.name}')"
+                for i, inp in enumerate(node.inputs)
+                if inp is not None and inp in on_path and not _differentiates(rule, i)
+            ]
+        for gap in gaps:
+            missing[gap].append(label)
+        if gaps:
+            first = first or node
+            continue
+        chosen[node] = rule
+        if override is not None:
+            rewrites.append(Rewrite(node.name or "", node.op_type, override[1]))
+    return chosen, rewrites, missing, dict(path_ops), first
+
+
+@dataclass
+class Coverage:
+    """Which ops lie on the input-to-score path, and which have no rule."""
+
+    path_ops: dict[str, int]
+    missing: dict[str, list[str]]
+
+
+def coverage(
+    graph: ir.Graph, wrt: ir.Value, score: ir.Value, rules: Mapping[str, Rule]
+) -> Coverage:
+    """Rule coverage of the path from `wrt` to `score`, without building anything."""
+    path, on_path = _path_nodes(graph, wrt, score)
+    _, _, missing, path_ops, _ = _choose_rules(path, on_path, rules, None)
+    return Coverage(path_ops, dict(missing))
+
+
 def backprop(
     b: Builder,
     wrt: ir.Value,
@@ -139,34 +187,20 @@ def backprop(
             "zero everywhere. Choose an output or layer computed from that input."
         )
 
-    chosen: dict[ir.Node, Rule] = {}
-    rewrites: list[Rewrite] = []
-    missing: dict[str, list[str]] = defaultdict(list)
-    path_ops: dict[str, int] = defaultdict(int)
-    for node in path:
-        key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
-        path_ops[key] += 1
-        override = modifier.rule_for(node) if modifier is not None else None
-        rule = override[0] if override is not None else rules.get(key)
-        label = node.name or f"<unnamed {node.op_type}>"
-        if rule is None:
-            missing[key].append(label)
-            continue
-        for i, inp in enumerate(node.inputs):
-            if inp is not None and inp in on_path and not _differentiates(rule, i):
-                missing[f"{key} (w.r.t. input {i}, '{inp.name}')"].append(label)
-        chosen[node] = rule
-        if override is not None:
-            rewrites.append(Rewrite(node.name or "", node.op_type, override[1]))
+    chosen, rewrites, missing, path_ops, first = _choose_rules(path, on_path, rules, modifier)
     if missing:
         lines = [
             f"  {op}: {len(names)} node(s), first '{names[0]}'"
             for op, names in sorted(missing.items())
         ]
+        earlier = [i.name for i in first.inputs if i is not None and i in on_path]
         raise UnsupportedModelError(
             "The gradient engine has no rule for these operators on the path from the input "
-            "to the score:\n" + "\n".join(lines) + "\nExplain an earlier layer (layer=...), or "
-            "file an issue with the model: each operator needs one vector-Jacobian rule."
+            "to the score:\n" + "\n".join(lines) + "\nNo gradient method can pass them. "
+            "Layers before them still work: explain one, e.g. layer='"
+            + (earlier[0] if earlier else "...")
+            + "' (every method takes layer= and unit=), "
+            "or file an issue with the model: each operator needs one vector-Jacobian rule."
         )
 
     grads: dict[ir.Value, list[ir.Value]] = defaultdict(list)
@@ -203,4 +237,4 @@ def backprop(
     grad = total(wrt)
     if grad is None:  # every path went through a piecewise-constant op (Floor, Sign...)
         grad = b.zeros_like(wrt)
-    return Backward(grad, rewrites, dict(path_ops), kept)
+    return Backward(grad, rewrites, path_ops, kept)

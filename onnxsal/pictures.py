@@ -1,0 +1,110 @@
+"""Pictures a person wants to look at: colormapped maps, overlays, panels with a colour bar.
+
+Colormaps come from `cmap` (numpy only, 7 MB; matplotlib's colormaps without
+matplotlib's 170 MB), so any name it knows works ("inferno", "viridis", "jet",
+"colorbrewer:RdBu"...).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from onnxsal import postprocess
+from onnxsal.errors import InputError
+
+DEFAULT_COLORMAP = "inferno"
+
+
+def to_map(
+    attribution: np.ndarray, layout: str | None, reduce: str = "max", normalize: str = "percentile"
+) -> np.ndarray:
+    """One sample's attribution -> a 2-D map in [0, 1] (channels reduced, normalised)."""
+    if attribution.ndim == 1:  # a feature vector: one strip of |g|
+        return postprocess.normalize(np.abs(attribution)[None, None], normalize)[0]
+    a = attribution[None] if attribution.ndim in (2, 3) else attribution
+    if a.ndim == 4:
+        if reduce == "none":
+            reduce = "max"  # a picture needs one value per pixel
+        a = postprocess.reduce_channels(a, reduce, layout)
+        a = a[:, 0] if layout != "NHWC" else a[..., 0]
+    elif a.ndim != 3:
+        raise InputError(f"Cannot draw an attribution of shape {attribution.shape}.")
+    return postprocess.normalize(a, normalize)[0]
+
+
+def colorize(m: np.ndarray, colormap: str = DEFAULT_COLORMAP) -> Image.Image:
+    """A [0, 1] map through a colormap, as an RGB image."""
+    from cmap import Colormap
+
+    try:
+        cm = Colormap(colormap)
+    except (ValueError, KeyError) as exc:
+        raise InputError(f"Unknown colormap '{colormap}' (try inferno, viridis, jet).") from exc
+    rgba = cm(np.clip(m, 0.0, 1.0), bytes=True)
+    return Image.fromarray(np.ascontiguousarray(rgba[..., :3]), "RGB")
+
+
+def overlay(
+    picture: Image.Image, m: np.ndarray, colormap: str = DEFAULT_COLORMAP, alpha: float = 0.6
+) -> Image.Image:
+    """The colormapped map over the picture, more opaque where the map is stronger."""
+    heat = colorize(m, colormap)
+    if heat.size != picture.size:
+        heat = heat.resize(picture.size, Image.BILINEAR)
+        weight = (
+            np.asarray(
+                Image.fromarray((255 * m).astype(np.uint8)).resize(picture.size, Image.BILINEAR),
+                dtype=np.float32,
+            )
+            / 255.0
+        )
+    else:
+        weight = m.astype(np.float32)
+    w = (alpha * weight)[..., None]
+    base = np.asarray(picture.convert("RGB"), dtype=np.float32)
+    blended = base * (1 - w) + np.asarray(heat, dtype=np.float32) * w
+    return Image.fromarray(np.clip(blended + 0.5, 0, 255).astype(np.uint8), "RGB")
+
+
+def colorbar(height: int, colormap: str = DEFAULT_COLORMAP, width: int = 14) -> Image.Image:
+    """A vertical colour bar, 1 at the top, with its end values written beside it."""
+    ramp = np.repeat(np.linspace(1, 0, height)[:, None], width, axis=1)
+    bar = colorize(ramp, colormap)
+    canvas = Image.new("RGB", (width + 24, height), "white")
+    canvas.paste(bar, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    draw.text((width + 3, 0), "1", fill="black", font=font)
+    draw.text((width + 3, height - 12), "0", fill="black", font=font)
+    return canvas
+
+
+def panel(
+    original: Image.Image,
+    m: np.ndarray,
+    *,
+    colormap: str = DEFAULT_COLORMAP,
+    alpha: float = 0.6,
+    title: str = "",
+    tile: int = 224,
+) -> Image.Image:
+    """The seeds' figure: original | saliency | overlay, with a colour bar and a title."""
+    picture = original.convert("RGB").resize((tile, tile), Image.BICUBIC)
+    resized = (
+        np.asarray(
+            Image.fromarray((255 * m).astype(np.uint8)).resize((tile, tile), Image.BILINEAR),
+            dtype=np.float32,
+        )
+        / 255.0
+    )
+    tiles = [picture, colorize(resized, colormap), overlay(picture, resized, colormap, alpha)]
+    bar = colorbar(tile, colormap)
+    header = 18 if title else 0
+    sheet = Image.new("RGB", (3 * tile + 8 * 3 + bar.width, tile + header), "white")
+    for i, t in enumerate(tiles):
+        sheet.paste(t, (i * (tile + 8), header))
+    sheet.paste(bar, (3 * (tile + 8), header))
+    if title:
+        ImageDraw.Draw(sheet).text((4, 3), title, fill="black", font=ImageFont.load_default())
+    return sheet
