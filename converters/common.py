@@ -40,6 +40,16 @@ def need(package: str, extra: str) -> Any:
         ) from exc
 
 
+def existing_file(source: Any, what: str) -> Path | None:
+    """source as a Path if it is path-like (ConversionError if missing), else None."""
+    if not isinstance(source, (str, os.PathLike)):
+        return None
+    path = Path(source)
+    if not path.exists():
+        raise ConversionError(f"No {what} at '{path}'.")
+    return path
+
+
 @dataclass
 class Verification:
     batches: list[int]

@@ -12,7 +12,6 @@ import os
 import tempfile
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +21,7 @@ from onnx import helper
 from onnxsal import metadata
 from onnxsal.converters.common import (
     ConversionError,
+    existing_file,
     finish,
     layer_map,
     load_inline,
@@ -32,10 +32,8 @@ from onnxsal.converters.common import (
 
 def _load(source: Any) -> Any:
     keras = need("keras", "keras")
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():
-            raise ConversionError(f"No Keras model file at '{path}'.")
+    path = existing_file(source, "Keras model file")
+    if path is not None:
         try:
             return keras.saving.load_model(str(path), compile=False)
         except Exception as exc:

@@ -7,7 +7,6 @@ import os
 import tempfile
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +15,7 @@ import onnx
 from onnxsal import metadata
 from onnxsal.converters.common import (
     ConversionError,
+    existing_file,
     finish,
     layer_map,
     load_inline,
@@ -28,10 +28,8 @@ FALLBACK_OPSET = 17
 
 def _load_module(source: Any) -> Any:
     torch = need("torch", "torch")
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():
-            raise ConversionError(f"No TorchScript file at '{path}'.")
+    path = existing_file(source, "TorchScript file")
+    if path is not None:
         try:
             return torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:

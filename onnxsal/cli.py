@@ -287,16 +287,9 @@ def explain(
     base,
     baseline,
     integration,
-    size,
-    resize,
-    crop,
-    scale,
-    mean,
-    std,
-    layout,
-    bgr,
     quiet,
     verbose,
+    **pre,
 ) -> None:
     """Explain images (files, folders, globs) or .npy tensors with MODEL (a path or zoo name).
 
@@ -331,7 +324,7 @@ def explain(
     jobs, todo = job.plan(list(inputs), resume)
     check_writable(drawing.folder)
     if any(j.path.suffix.lower() != ".npy" for j in todo):
-        job.preprocess = _preprocessing(ex, size, resize, crop, scale, mean, std, layout, bgr)
+        job.preprocess = _preprocessing(ex, **pre)
     reported = 0
     show = not quiet and sys.stdout.isatty()
     bar = click.progressbar(length=len(todo), label="explaining", file=sys.stderr) if show else None
@@ -449,16 +442,9 @@ def compare_cmd(
     colormap,
     topk,
     tolerance,
-    size,
-    resize,
-    crop,
-    scale,
-    mean,
-    std,
-    layout,
-    bgr,
     quiet,
     verbose,
+    **pre,
 ) -> None:
     """Explain the same inputs with two models (say, one exported from two frameworks).
 
@@ -478,8 +464,8 @@ def compare_cmd(
     files, missing = find_inputs(list(inputs))
     if missing or not files:
         raise OnnxsalError("no inputs found: " + ", ".join(missing or inputs))
-    pre = _preprocessing(ex_a, size, resize, crop, scale, mean, std, layout, bgr)
-    items = [prepare(p, pre, ex_a.input_shape) for p, _ in files]
+    preprocess = _preprocessing(ex_a, **pre)
+    items = [prepare(p, preprocess, ex_a.input_shape) for p, _ in files]
     x = np.concatenate([i.tensor for i in items])
     result = onnxsal.compare(
         ex_a, ex_b, x, method, target=_target(target, ex_a.labels), topk=topk, tolerance=tolerance
