@@ -176,7 +176,7 @@ class BatchRun:
     def _prepare(self, job: Job) -> Prepared | None:
         try:
             item = prepare(job.path, self.preprocess, self.explainer.input_shape)
-            self.explainer._check_x(item.tensor)  # a shape or NaN problem is this input's own
+            self.explainer.check_input(item.tensor)  # a shape or NaN problem is this input's own
             return item
         except OnnxsalError as exc:
             self._fail(job, str(exc))

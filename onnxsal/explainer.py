@@ -179,7 +179,8 @@ class Explainer:
         return list(self._runner.graph(self._gradient_spec(method, layer, None)).rewrites)
 
     # -- running -------------------------------------------------------------------------
-    def _check_x(self, x: Any) -> np.ndarray:
+    def check_input(self, x: Any) -> np.ndarray:
+        """x as the model's dtype, or an InputError saying what is wrong with it and the fix."""
         try:
             arr = np.asarray(x)
         except Exception as exc:
@@ -249,7 +250,7 @@ class Explainer:
     ) -> np.ndarray:
         """The explained output's scores (N, C): the logits if the model ends in a softmax
         (unless keep_softmax), forward only."""
-        xs = self._check_x(x)
+        xs = self.check_input(x)
         spec = GraphSpec(backward=False)
         out = self._runner.execute(
             spec,
@@ -298,7 +299,7 @@ class Explainer:
             )
         if batch_size is not None and batch_size < 1:
             raise InputError("batch_size must be a positive integer (or None for one batch).")
-        xs = self._check_x(x)
+        xs = self.check_input(x)
         req = Request(
             x=xs,
             target=unit
