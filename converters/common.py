@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from onnxsal import __version__, metadata
+from onnxsal import __version__, metadata, runtime
 from onnxsal.errors import OnnxsalError
 
 TWO_GB = 2**31 - 1
@@ -66,13 +66,7 @@ def _rel_l2(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def session(model: onnx.ModelProto):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    return runtime.session(model.SerializeToString(), [runtime.CPU])
 
 
 def verify(

@@ -24,6 +24,7 @@ from PIL import Image
 from onnxsal.errors import OnnxsalError
 from onnxsal.images import Prepared, find_inputs, prepare
 from onnxsal.metadata import Preprocess
+from onnxsal.methods import get_method
 from onnxsal.pictures import colorize, overlay, panel, to_map
 
 SUMMARY_FIELDS = [
@@ -185,12 +186,12 @@ class BatchRun:
     def _explain(self, ready: list[tuple[Job, Prepared]]) -> None:
         ex = self.explainer
         batch = np.concatenate([item.tensor for _, item in ready])
-        own_layer = self.method in ("gradcam", "guided_gradcam")
+        explains_output = self.layer is None or get_method(self.method).layer_is_own
         started = time.perf_counter()
         result = ex.run(
             batch,
             self.method,
-            self.target if self.layer is None or own_layer else None,
+            self.target if explains_output else None,
             layer=self.layer,
             unit=self.unit,
             grad_modifier=self.grad_modifier,
@@ -198,7 +199,9 @@ class BatchRun:
             **self.options,
         )
         seconds = (time.perf_counter() - started) / len(ready)
-        scores = ex.predict(batch, batch_size=self.batch_size)
+        scores = result.unit_scores  # the output's scores, unless a layer unit was explained
+        if scores is None or not explains_output:
+            scores = ex.predict(batch, batch_size=self.batch_size)
         for i, (job, item) in enumerate(ready):
             attribution = result.attribution[i]
             if not np.isfinite(scores[i]).all() or not np.isfinite(attribution).all():

@@ -27,10 +27,6 @@ from onnxsal.errors import OnnxsalError
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-class Failure(Exception):
-    """A command failed for a reason already explained to the user."""
-
-
 def fail(message: str) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
@@ -303,7 +299,7 @@ def explain(
       onnxsal explain efficientnet-lite0 cat.jpg -m guided
       onnxsal explain model.onnx photos/ -m smoothgrad --samples 25 -o maps/ --resume
     """
-    from onnxsal.batch import BatchRun, Drawing, check_writable
+    from onnxsal.batch import BatchRun, Drawing
 
     started = time.perf_counter()
     ex = _explainer(model, providers)
@@ -458,7 +454,7 @@ def compare_cmd(
     """
     import onnxsal
     from onnxsal.images import find_inputs, prepare
-    from onnxsal.pictures import colorize, to_map
+    from onnxsal.pictures import colorize, tile_row, to_map
 
     ex_a, ex_b = _explainer(model_a), _explainer(model_b)
     files, missing = find_inputs(list(inputs))
@@ -477,22 +473,19 @@ def compare_cmd(
         for (path, _), line in zip(files, table[2:]):
             click.echo(f"{path.name}  {line}")
     if output:
-        from PIL import Image
-
         out = Path(output)
         check_writable(out)
         for k, (_, rel) in enumerate(files):
             a = to_map(result.attribution_a[k], ex_a.layout)
             b = to_map(result.attribution_b[k], ex_a.layout)
             diff = np.abs(a - b)
-            tiles = [
-                colorize(a, colormap),
-                colorize(b, colormap),
-                colorize(diff / max(diff.max(), 1e-12), colormap),
-            ]
-            sheet = Image.new("RGB", (sum(t.width for t in tiles) + 16, tiles[0].height), "white")
-            for j, t in enumerate(tiles):
-                sheet.paste(t, (j * (t.width + 8), 0))
+            sheet = tile_row(
+                [
+                    colorize(a, colormap),
+                    colorize(b, colormap),
+                    colorize(diff / max(diff.max(), 1e-12), colormap),
+                ]
+            )
             dest = out / rel.with_suffix(".compare.png")
             atomic_write(dest, lambda tmp, s=sheet: s.save(tmp, format="PNG"))
     if not result.same.all():
@@ -667,7 +660,7 @@ def demo(output, model, colormap, quiet, verbose) -> None:
     """
     from PIL import Image
 
-    from onnxsal.pictures import colorbar, overlay, to_map
+    from onnxsal.pictures import overlay, tile_row, to_map
 
     try:
         from skimage import data
@@ -692,14 +685,7 @@ def demo(output, model, colormap, quiet, verbose) -> None:
             m = to_map(result.attribution[0], ex.layout)
             tiles.append(overlay(picture, m, colormap).resize((tile, tile), Image.BICUBIC))
         names = ["photo"] + [m for m, _ in DEMO_METHODS]
-        sheet = Image.new("RGB", (len(tiles) * (tile + 4) + 40, tile + 20), "white")
-        from PIL import ImageDraw
-
-        draw = ImageDraw.Draw(sheet)
-        for i, (t, name) in enumerate(zip(tiles, names)):
-            sheet.paste(t, (i * (tile + 4), 20))
-            draw.text((i * (tile + 4) + 4, 4), name, fill="black")
-        sheet.paste(colorbar(tile, colormap), (len(tiles) * (tile + 4), 20))
+        sheet = tile_row(tiles, gap=4, captions=names, colormap=colormap)
         path = out / f"{photo_name}.png"
         atomic_write(path, lambda tmp, s=sheet: s.save(tmp, format="PNG"))
         entries.append((photo_name, label, top, path.name))

@@ -14,7 +14,7 @@ from onnxsal import metadata, runtime
 from onnxsal.autodiff import Rewrite
 from onnxsal.errors import InputError, OnnxsalWarning, TargetError
 from onnxsal.graph.builder import is_float, static_dims
-from onnxsal.graph.layers import Layer, LayerIndex
+from onnxsal.graph.layers import Layer
 from onnxsal.graph.load import ModelSource, load_model
 from onnxsal.graph.normalize import normalize
 from onnxsal.methods import Explanation, Request, get_method
@@ -22,6 +22,7 @@ from onnxsal.modifiers import MODIFIERS
 from onnxsal.postprocess import modify
 from onnxsal.runner import Runner
 from onnxsal.saliency_graph import GraphSpec, ModelFacts
+from onnxsal.targets import TARGET_INPUT, UNIT_SCORES
 
 __all__ = ["Explainer", "Explanation"]
 
@@ -62,7 +63,6 @@ class Explainer:
         self.input_name = self._pick_input(input)
         self.output_name = self._pick_output(output)
         self.keep_softmax = keep_softmax
-        self._layers = LayerIndex(self._model)
         facts = ModelFacts(self._base, self.input_name, self.output_name, keep_softmax, self.layout)
         fixed = self.input_shape[0] if self.input_shape else None
         self._runner = Runner(
@@ -150,7 +150,7 @@ class Explainer:
 
     def layers(self) -> list[Layer]:
         """Every tensor that `layer=` can name, with its friendly (module) name."""
-        return self._layers.layers()
+        return self._runner.layers.layers()
 
     # -- graphs --------------------------------------------------------------------------
     def _gradient_spec(self, method: str, layer: str | None, channel_axis: int | None) -> GraphSpec:
@@ -255,12 +255,12 @@ class Explainer:
         out = self._runner.execute(
             spec,
             xs,
-            {"target": np.full(len(xs), -1, np.int64)},
+            {TARGET_INPUT: np.full(len(xs), -1, np.int64)},
             batch_size,
             self._extra_inputs(inputs, xs.shape[0]),
-            outputs=["unit_scores"],
+            outputs=[UNIT_SCORES],
         )
-        return out["unit_scores"]
+        return out[UNIT_SCORES]
 
     def run(
         self,

@@ -33,6 +33,12 @@ def to_map(
     return postprocess.normalize(a, normalize)[0]
 
 
+def resize_map(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A [0, 1] map resized bilinearly to (width, height), as 8-bit steps like the pictures."""
+    small = Image.fromarray((255 * m).astype(np.uint8))
+    return np.asarray(small.resize(size, Image.BILINEAR), dtype=np.float32) / 255.0
+
+
 def colorize(m: np.ndarray, colormap: str = DEFAULT_COLORMAP) -> Image.Image:
     """A [0, 1] map through a colormap, as an RGB image."""
     from cmap import Colormap
@@ -50,17 +56,10 @@ def overlay(
 ) -> Image.Image:
     """The colormapped map over the picture, more opaque where the map is stronger."""
     heat = colorize(m, colormap)
+    weight = m.astype(np.float32)
     if heat.size != picture.size:
         heat = heat.resize(picture.size, Image.BILINEAR)
-        weight = (
-            np.asarray(
-                Image.fromarray((255 * m).astype(np.uint8)).resize(picture.size, Image.BILINEAR),
-                dtype=np.float32,
-            )
-            / 255.0
-        )
-    else:
-        weight = m.astype(np.float32)
+        weight = resize_map(m, picture.size)
     w = (alpha * weight)[..., None]
     base = np.asarray(picture.convert("RGB"), dtype=np.float32)
     blended = base * (1 - w) + np.asarray(heat, dtype=np.float32) * w
@@ -80,6 +79,34 @@ def colorbar(height: int, colormap: str = DEFAULT_COLORMAP, width: int = 14) -> 
     return canvas
 
 
+def tile_row(
+    tiles: list[Image.Image],
+    *,
+    gap: int = 8,
+    title: str = "",
+    captions: list[str] | None = None,
+    colormap: str | None = None,
+) -> Image.Image:
+    """Tiles left to right on white, a line of text above them (a title, or a caption per
+    tile) and, given a colormap, its colour bar at the right end."""
+    pieces = list(tiles)
+    if colormap is not None:
+        pieces.append(colorbar(max(t.height for t in tiles), colormap))
+    header = 18 if title or captions else 0
+    width = sum(p.width for p in pieces) + gap * (len(pieces) - 1)
+    sheet = Image.new("RGB", (width, header + max(p.height for p in pieces)), "white")
+    draw, font = ImageDraw.Draw(sheet), ImageFont.load_default()
+    left = 0
+    for i, piece in enumerate(pieces):
+        sheet.paste(piece, (left, header))
+        if captions and i < len(captions):
+            draw.text((left + 4, 3), captions[i], fill="black", font=font)
+        left += piece.width + gap
+    if title:
+        draw.text((4, 3), title, fill="black", font=font)
+    return sheet
+
+
 def panel(
     original: Image.Image,
     m: np.ndarray,
@@ -91,20 +118,6 @@ def panel(
 ) -> Image.Image:
     """The seeds' figure: original | saliency | overlay, with a colour bar and a title."""
     picture = original.convert("RGB").resize((tile, tile), Image.BICUBIC)
-    resized = (
-        np.asarray(
-            Image.fromarray((255 * m).astype(np.uint8)).resize((tile, tile), Image.BILINEAR),
-            dtype=np.float32,
-        )
-        / 255.0
-    )
+    resized = resize_map(m, (tile, tile))
     tiles = [picture, colorize(resized, colormap), overlay(picture, resized, colormap, alpha)]
-    bar = colorbar(tile, colormap)
-    header = 18 if title else 0
-    sheet = Image.new("RGB", (3 * tile + 8 * 3 + bar.width, tile + header), "white")
-    for i, t in enumerate(tiles):
-        sheet.paste(t, (i * (tile + 8), header))
-    sheet.paste(bar, (3 * (tile + 8), header))
-    if title:
-        ImageDraw.Draw(sheet).text((4, 3), title, fill="black", font=ImageFont.load_default())
-    return sheet
+    return tile_row(tiles, title=title, colormap=colormap)

@@ -71,6 +71,11 @@ def channel_axis(layout: str | None, ndim: int) -> int:
     return -1 if layout == "NHWC" else 1
 
 
+def spatial_axes(layout: str | None, ndim: int = 4) -> tuple[int, ...]:
+    """The spatial axes of a batch: between N and C for NHWC, after C otherwise."""
+    return tuple(range(1, ndim - 1)) if layout == "NHWC" else tuple(range(2, ndim))
+
+
 REDUCTIONS = ("max", "sum", "l2", "none")
 
 

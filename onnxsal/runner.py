@@ -14,6 +14,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxsal import runtime
+from onnxsal.graph.layers import LayerIndex
 from onnxsal.saliency_graph import GraphSpec, ModelFacts, SaliencyGraph, build
 
 
@@ -29,6 +30,7 @@ class Runner:
         options: Any = None,
     ):
         self.model = model  # the normalised model, for graph queries (never edited)
+        self.layers = LayerIndex(model)  # its layer names, built once
         self.facts = facts
         self.fixed_batch = fixed_batch
         self.requested = list(providers)

@@ -80,7 +80,8 @@ def build(facts: ModelFacts, spec: GraphSpec) -> SaliencyGraph:
     graph = model.graph
     x = next(v for v in graph.inputs if v.name == facts.input_name)
     b = Builder(graph, dtype=x.dtype, trust_sizes=sizes_trustworthy(graph))
-    layers = LayerIndex(model)
+    # names resolve in this fresh copy, so its own index (only when a layer is named)
+    layers = LayerIndex(model) if spec.wrt is not None or any(spec.explained) else None
     batch = x.shape[0] if x.shape is not None and len(x.shape) else "N"
     explained, units = [], []
     for name in spec.explained:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from onnxsal.methods.base import Explanation, Method, Request, gradients
-from onnxsal.postprocess import resize_bilinear
+from onnxsal.postprocess import channel_axis, resize_bilinear, spatial_axes
 from onnxsal.runner import Runner
 from onnxsal.saliency_graph import BIAS_GRAD, BIAS_MAP
 
@@ -39,9 +39,8 @@ class FullGrad(Method):
 
     def explain(self, runner: Runner, req: Request, **options) -> Explanation:
         result, out = gradients(runner, req, bias_maps=True)
-        nhwc = req.layout == "NHWC"
-        channel = -1 if nhwc else 1
-        size = tuple(req.x.shape[a] for a in ((1, 2) if nhwc else (2, 3)))
+        channel = channel_axis(req.layout, req.x.ndim)
+        size = tuple(req.x.shape[a] for a in spatial_axes(req.layout))
         cam = rescale(result.attribution * req.x).sum(axis=channel, keepdims=True)
         used = 0
         for name in sorted(k for k in out if k.startswith(self.bias_output + "_")):

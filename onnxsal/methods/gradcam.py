@@ -14,9 +14,9 @@ from dataclasses import replace
 import numpy as np
 
 from onnxsal.errors import TargetError
-from onnxsal.graph.layers import LayerIndex, last_spatial_tensor
+from onnxsal.graph.layers import last_spatial_tensor
 from onnxsal.methods.base import Explanation, Method, Request, gradients
-from onnxsal.postprocess import resize_bilinear
+from onnxsal.postprocess import resize_bilinear, spatial_axes
 from onnxsal.runner import Runner
 from onnxsal.saliency_graph import ACTIVATION, ACTIVATION_GRAD
 
@@ -42,7 +42,7 @@ def grad_cam(runner: Runner, req: Request):
     if acts.ndim != 4:
         raise TargetError(f"Grad-CAM needs a 4-D layer; '{layer}' has shape {acts.shape}.")
     # The layer's own layout: an NHWC model's layer may be stored NCHW (tf2onnx).
-    index = LayerIndex(runner.model)
+    index = runner.layers
     declared = index.axes.get(index.resolve(layer).name)
     layer_nhwc = req.layout == "NHWC" if declared is None else declared == 3 or declared == -1
     spatial, channel = ((1, 2), 3) if layer_nhwc else ((2, 3), 1)
@@ -50,8 +50,7 @@ def grad_cam(runner: Runner, req: Request):
     cam = np.maximum((alpha * acts).sum(axis=channel, keepdims=True), 0.0)
     if layer_nhwc != (req.layout == "NHWC"):
         cam = cam.transpose(0, 2, 3, 1) if not layer_nhwc else cam.transpose(0, 3, 1, 2)
-    in_spatial = (1, 2) if req.layout == "NHWC" else (2, 3)
-    size = tuple(req.x.shape[a] for a in in_spatial)
+    size = tuple(req.x.shape[a] for a in spatial_axes(req.layout))
     return resize_bilinear(cam, size, layout=req.layout), result, layer
 
 

@@ -23,6 +23,7 @@ from onnxsal.methods.base import (
     sample_groups,
     scores,
 )
+from onnxsal.postprocess import spatial_axes
 from onnxsal.runner import Runner
 
 RULES = ("riemann_trapezoid", "gausslegendre")
@@ -71,9 +72,8 @@ def make_baseline(
 
 def _gaussian_blur(x: np.ndarray, layout: str | None, sigma: float | None) -> np.ndarray:
     """A strongly blurred copy of x (the Blur IG baseline); sigma defaults to 10% of the side."""
-    spatial = (1, 2) if layout == "NHWC" else tuple(range(2, x.ndim))
     out = x.astype(np.float64)
-    for axis in spatial:
+    for axis in spatial_axes(layout, x.ndim):
         n = x.shape[axis]
         s = sigma if sigma is not None else max(n / 10.0, 1.0)
         radius = int(np.ceil(3 * s))
