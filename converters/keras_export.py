@@ -101,8 +101,10 @@ def from_keras(
         )
     backend = keras.backend.backend()
 
+    as_list = _takes_input_list(model)
+
     def reference(x: np.ndarray):
-        out = model(x, training=False)
+        out = model([x] if as_list else x, training=False)
         outs = out if isinstance(out, (tuple, list)) else (out,)
         return [keras.ops.convert_to_numpy(o) for o in outs]
 
@@ -142,11 +144,19 @@ def from_keras(
     )
 
 
+def _takes_input_list(model: Any) -> bool:
+    """Whether a functional model was built on [input] (calling it on a bare array warns)."""
+    try:
+        return isinstance(model.input, (list, tuple))
+    except (AttributeError, ValueError):  # subclassed models declare no input
+        return False
+
+
 def _keras_layers(keras, model, onnx_model, shape, transform) -> dict[str, str]:
     """Map Keras layer names to ONNX tensors by comparing their outputs."""
     try:
         layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-        probe = keras.Model(model.inputs, [layer.output for layer in layers])
+        probe = keras.Model(model.inputs[0], [layer.output for layer in layers])
     except Exception:  # subclassed models have no symbolic layer outputs
         return {}
     x = np.random.default_rng(1).standard_normal((1, *shape)).astype(np.float32)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 import warnings
@@ -42,10 +43,24 @@ def _load_module(source: Any) -> Any:
     return source
 
 
+@contextlib.contextmanager
+def _quiet_exporter():
+    """Mute the exporters' warnings and log lines ("torchvision is not installed..."): a
+    failed export is reported by its exception, a wrong one by verification."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def _export(module: Any, example: Any, path: str, dynamo: bool, opset: int | None) -> None:
     torch = need("torch", "torch")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with _quiet_exporter():
         if dynamo:
             batch = torch.export.Dim("batch", min=1, max=4096)
             program = torch.onnx.export(

@@ -111,6 +111,17 @@ def main() -> None:
             "unit_map_shape": list(unit.shape),
             "input_shape": [d if isinstance(d, int) else "sym" for d in ex.input_shape],
         }
+    # A functional model built on [input]: converting it must not call it the wrong way.
+    listed = keras.Model([model.inputs[0]], model.outputs[0])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        proto = from_keras(listed, out / "listed.onnx")
+    report["listed"] = {
+        "layers": sorted(metadata.read(proto)["layers"]),
+        "structure_warnings": [
+            str(w.message).splitlines()[0] for w in caught if "structure of" in str(w.message)
+        ],
+    }
     print(json.dumps(report))
 
 

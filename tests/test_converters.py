@@ -180,6 +180,29 @@ def test_torchscript_file_and_cli(tmp_path):
     assert missing.exit_code == 2 and "cannot import" in missing.output
 
 
+QUIET_EXPORT = """
+import sys, torch
+from onnxsal.converters import from_torch
+net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten()).eval()
+from_torch(net, (3, 8, 8), sys.argv[1], exporter="dynamo")
+"""
+
+
+def test_a_successful_export_prints_nothing(tmp_path):
+    """The exporter's own log lines ("torchvision is not installed...") stay out of the
+    user's terminal (a fresh process: torch logs them on its first export only)."""
+    done = subprocess.run(
+        [sys.executable, "-c", QUIET_EXPORT, str(tmp_path / "net.onnx")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "net.onnx").exists()
+    assert done.stdout == "" and done.stderr == ""
+
+
 def test_cli_module_callable(tmp_path, monkeypatch):
     (tmp_path / "mynets.py").write_text(
         "from tests.test_converters import small_cnn\n\ndef build():\n    return small_cnn()\n"
@@ -224,3 +247,5 @@ def test_keras_converter_under_each_backend(tmp_path, backend):
     assert report["object"]["layout"] == report["object"]["ex_layout"] == "NHWC"
     assert report["nchw"]["layout"] == report["nchw"]["ex_layout"] == "NCHW"
     assert report["nchw"]["input_shape"] == ["sym", 3, 16, 16]
+    assert report["listed"]["structure_warnings"] == []
+    assert {"relu1", "pool1", "logits"} <= set(report["listed"]["layers"])
