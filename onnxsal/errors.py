@@ -28,7 +28,8 @@ class InputError(OnnxsalError, ValueError):
 
 
 class OptionError(InputError):
-    """A method's option is unknown or out of range: no input would do."""
+    """An option (a method's, or of preprocessing) is unknown or out of range: no input
+    would do."""
 
 
 class TargetError(OnnxsalError, ValueError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -82,8 +83,6 @@ class Explainer:
         verify: bool = True,
     ):
         proto = load_model(_from_zoo(model), tuple(ZOO))
-        # what the model is, for records of what explained what (the CLI's journal)
-        self.digest = hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()
         self.metadata: dict[str, Any] = metadata.read(proto)
         self.labels: list[str] | None = metadata.labels(proto)
         self.preprocess: metadata.Preprocess | None = metadata.preprocess(proto)
@@ -222,6 +221,17 @@ class Explainer:
     def input_shape(self) -> tuple:
         """The explained input's dims (ints, or names for symbolic dims)."""
         return tuple(static_dims(self._values[self.input_name]) or ())
+
+    @property
+    def sample_rank(self) -> int | None:
+        """Axes of one sample of the explained input (None: the model does not say)."""
+        shape = self.input_shape
+        return len(shape) - 1 if shape else None
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """What the model is (as read and normalised), for records of what explained what."""
+        return hashlib.sha256(self._base).hexdigest()
 
     @property
     def input_dtype(self) -> np.dtype:
@@ -920,11 +930,6 @@ def _per_position(attribution: np.ndarray, shape: tuple[int, ...]) -> np.ndarray
             )
         return attribution
     return attribution.sum(axis=tuple(range(rank, attribution.ndim)))
-
-
-def _real_dtype(value: ir.Value) -> str:
-    """A float tensor's numpy type name (float32 when unknown)."""
-    return np.dtype(value.dtype.numpy()).name if value.dtype is not None else "float32"
 
 
 def _batch_size(value: Any) -> int | None:

@@ -8,8 +8,11 @@ with CLI overrides.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,8 @@ IMAGE_SUFFIXES = frozenset(
 
 # Pillow's own bound: a bigger picture is a decompression bomb until the user says otherwise
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+# Pillow's bound is a global that opening lifts for a moment: one thread at a time
+_PILLOW_LIMIT = threading.Lock()
 # The originals kept for drawing at the picture's own size are shrunk to this longer side.
 ORIGINAL_BOUND = 2048
 
@@ -39,28 +44,23 @@ def load_image(
 ) -> Image.Image:
     """An RGB or L picture, upright, 8 bits per channel.
 
-    A picture of more than `max_pixels` is refused (a small file can declare a huge one);
-    `at_least` (width, height): a JPEG may be decoded at a reduced scale (1/2, 1/4, 1/8)
-    that still gives that many pixels, so a huge photo costs memory for what the outputs
-    need only.
+    A picture that would decode to more than `max_pixels` is refused before it is
+    decoded (a small file can declare a huge one); `at_least` (width, height): a JPEG
+    may be decoded at a reduced scale (1/2, 1/4, 1/8) that still gives that many
+    pixels, so a huge photo costs memory for what the outputs need only.
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow's own bomb check: ours is below
-            limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-            try:
-                opened = Image.open(path)
-            finally:
-                Image.MAX_IMAGE_PIXELS = limit
-            with opened:
-                w, h = opened.size
-                if max_pixels is not None and w * h > max_pixels:
-                    raise InputError(
-                        f"{path}: {w}x{h} pixels, more than the limit of {max_pixels} "
-                        "(--max-pixels raises it)."
-                    )
-                if at_least is not None and opened.format == "JPEG":
-                    opened.draft("RGB", at_least)
+        with _opened(path, max_pixels) as opened:
+            if at_least is not None and opened.format == "JPEG":
+                opened.draft("RGB", at_least)
+            w, h = opened.size  # what will be decoded (after a draft)
+            if max_pixels is not None and w * h > max_pixels:
+                raise InputError(
+                    f"{path}: {w}x{h} pixels, more than the limit of {max_pixels} "
+                    "(--max-pixels raises it)."
+                )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Pillow's notes on odd EXIF or chunks
                 opened.load()
                 img = ImageOps.exif_transpose(opened) or opened
     except InputError:
@@ -78,6 +78,21 @@ def load_image(
     elif img.mode not in ("RGB", "L"):
         img = img.convert("RGB")
     return img
+
+
+@contextlib.contextmanager
+def _opened(path: str | os.PathLike, max_pixels: int | None) -> Iterator[Image.Image]:
+    """Image.open without Pillow's own bomb check, which our limit replaces: it would
+    warn, or refuse a picture the user allowed, or one a draft would make small."""
+    with _PILLOW_LIMIT, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            opened = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+    with opened:
+        yield opened
 
 
 @dataclass
@@ -135,7 +150,8 @@ def prepare(
         (preprocess.size[1], preprocess.size[0]), resample=RESAMPLE[preprocess.resize]
     )
     kept = None
-    if keep_original:
-        kept = original.copy()
-        kept.thumbnail((ORIGINAL_BOUND, ORIGINAL_BOUND))
+    if keep_original:  # shrunk (never enlarged) without a full-size copy first
+        kept = original
+        if max(original.size) > ORIGINAL_BOUND:
+            kept = ImageOps.contain(original, (ORIGINAL_BOUND, ORIGINAL_BOUND))
     return Prepared(tensor, picture, kept)

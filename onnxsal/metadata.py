@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from onnxsal.errors import InputError, OnnxsalWarning
+from onnxsal.errors import InputError, OnnxsalWarning, OptionError
 
 SCHEMA = "1"
 PREFIX = "onnxsal."
@@ -39,6 +39,8 @@ LAYERS_KEY = PREFIX + "layers"
 VERIFIED_KEY = PREFIX + "verified"
 
 RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3, "lanczos": 1, "box": 4, "hamming": 5}
+CHANNEL_ORDERS = ("RGB", "BGR", "L")  # L: grayscale
+LAYOUTS = ("NCHW", "NHWC")
 
 
 @dataclass
@@ -70,22 +72,26 @@ class Preprocess:
             (self.resize in RESAMPLE, f"resize must be one of {', '.join(RESAMPLE)}"),
             (self.crop is None or 0 < self.crop <= 1, "crop must be a fraction in (0, 1]"),
             (_finite(self.scale), "scale must be a finite number"),
-            (self.channel_order in ("RGB", "BGR", "L"), "channel_order must be RGB, BGR or L"),
-            (self.layout in ("NCHW", "NHWC"), "layout must be NCHW or NHWC"),
+            (
+                self.channel_order in CHANNEL_ORDERS,
+                f"channel_order must be one of {', '.join(CHANNEL_ORDERS)}",
+            ),
+            (self.layout in LAYOUTS, f"layout must be one of {', '.join(LAYOUTS)}"),
         ]
         for name in ("mean", "std"):
             values = getattr(self, name)
             fits = isinstance(values, (list, tuple)) and len(values) in (1, channels)
+            counts = "1 number" if channels == 1 else f"1 or {channels} numbers"
             checks.append(
                 (
                     fits and all(_finite(v) for v in values),
-                    f"{name} must be 1 or {channels} finite numbers, not {values}",
+                    f"{name} must be {counts} ({self.channel_order}), finite; not {values}",
                 )
             )
         checks.append((all(v > 0 for v in self.std if _finite(v)), "std must be > 0"))
         for ok, message in checks:
             if not ok:
-                raise InputError(f"Preprocessing: {message}.")
+                raise OptionError(f"Preprocessing: {message}.")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from onnxsal.cli import COMMANDS, main
+from onnxsal.cli.files import STATE
 from onnxsal.cli.journal import Journal, neutral, settings_id
 from onnxsal.cli.options import flag, method_options
 from onnxsal.methods import METHODS
@@ -86,29 +87,56 @@ def test_a_new_method_needs_no_cli_edit(monkeypatch):
     assert "Option of sharpen" in CliRunner().invoke(command, ["--help"]).output
 
 
+def _journal(folder: Path) -> Journal:
+    (folder / STATE).mkdir()  # a run's lock makes it; the journal never does
+    return Journal(folder)
+
+
+def _summary(folder: Path) -> dict[tuple[str, str], dict]:
+    def refuse(constant: str) -> None:
+        raise ValueError(constant)
+
+    rows = json.loads((folder / "summary.json").read_text(), parse_constant=refuse)
+    return {(r["input"], r["settings_id"]): r for r in rows}
+
+
 def test_journal_keeps_the_latest_row_per_input_and_settings_and_skips_torn_lines(tmp_path):
-    journal = Journal(tmp_path)
+    journal = _journal(tmp_path)
     journal.append([{"input": "/a", "settings_id": "s1", "score": 1.0}])
     journal.append([{"input": "/a", "settings_id": "s2", "score": 2.0}])
     with open(journal.path, "a") as f:
         f.write('{"input": "/b", "settings_id": "s1", "sco')  # a kill mid-line
     journal.append([{"input": "/a", "settings_id": "s1", "score": 3.0}])
-    rows = journal.rows()
+    journal.append([{"settings_id": "s1", "settings": {"method": "guided"}}])
+    journal.write_summaries()
+    rows = _summary(tmp_path)
     assert set(rows) == {("/a", "s1"), ("/a", "s2")}
     assert rows["/a", "s1"]["score"] == 3.0  # the torn line did not swallow the next row
+    settings = json.loads((tmp_path / "settings.json").read_text())
+    assert settings == {"s1": {"method": "guided"}}
+
+
+def test_a_retired_input_leaves_the_summaries(tmp_path):
+    journal = _journal(tmp_path)
+    journal.append([{"input": "/a", "settings_id": "s", "name": "x.png", "status": "ok"}])
+    journal.append([{"input": "/b", "settings_id": "s", "name": "y.png", "status": "ok"}])
+    journal.append([{"input": "/a", "settings_id": "s", "status": "retired"}])
+    journal.write_summaries()
+    assert set(_summary(tmp_path)) == {("/b", "s")}
+    assert journal.index().names == {"/b": "y.png"}
 
 
 def test_journal_compacts_once_most_lines_are_stale(tmp_path):
-    journal = Journal(tmp_path)
+    journal = _journal(tmp_path)
     for k in range(200):
         journal.append([{"input": f"/x{k % 3}", "settings_id": "s", "score": float(k)}])
     journal.write_summaries()
     assert len(journal.path.read_text().splitlines()) == 3
-    assert journal.rows()["/x2", "s"]["score"] == 197.0
+    assert _summary(tmp_path)["/x2", "s"]["score"] == 197.0
 
 
 def test_summaries_are_strict_json_and_neutral_csv(tmp_path):
-    journal = Journal(tmp_path)
+    journal = _journal(tmp_path)
     hostile = ['=HYPERLINK("http://x","y")', "+1", "-2", "@SUM(A1)", "\tx", "\rx", "ok"]
     journal.append(
         [
@@ -117,12 +145,7 @@ def test_summaries_are_strict_json_and_neutral_csv(tmp_path):
         ]
     )
     journal.write_summaries()
-
-    def refuse(constant: str) -> None:
-        raise ValueError(constant)
-
-    rows = json.loads((tmp_path / "summary.json").read_text(), parse_constant=refuse)
-    assert all(r["score"] is None for r in rows)
+    assert all(r["score"] is None for r in _summary(tmp_path).values())
     with open(tmp_path / "summary.csv", newline="", encoding="utf-8") as f:
         cells = list(csv.DictReader(f))
     labels = [c["label"] for c in cells]

@@ -35,6 +35,7 @@ from PIL import Image
 import onnxsal
 from onnxsal import metadata
 from onnxsal.cli import main as cli
+from onnxsal.cli.files import HOST
 from onnxsal.models import locate
 from tests.support import make_model
 
@@ -122,8 +123,10 @@ def partials(folder: Path) -> list[Path]:
 
 
 def journal_lines(folder: Path) -> list[str]:
+    """The journal's row lines (settings lines, one per settings id, left out)."""
     path = folder / ".onnxsal" / "journal.jsonl"
-    return path.read_text().splitlines() if path.exists() else []
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [line for line in lines if not line.startswith('{"settings_id"')]
 
 
 def journal_keys(folder: Path) -> list[str]:
@@ -298,7 +301,7 @@ def test_two_concurrent_runs_into_one_folder(ten, tmp_path):
     out = tmp_path / "o"
     first = spawn("explain", "digits-cnn", ten, "-o", out, *SLOW, log=tmp_path / "first")
     lock = out / ".onnxsal" / "lock"
-    wait_for(lambda: lock.exists() and lock.read_text() == str(first.pid), first, "lock")
+    wait_for(lambda: lock.exists() and lock.read_text().endswith(f":{first.pid}"), first, "lock")
     second = invoke("explain", "digits-cnn", ten, "-o", out, code=1)
     one_error(second, f"another onnxsal run (pid {first.pid})", str(out), "-o")
     rc, _, err = finished(first, tmp_path / "first")
@@ -362,7 +365,7 @@ def _tmpfs_permitted(where: Path) -> bool:
 
 
 def test_a_real_full_disk_on_a_small_tmpfs(ten, tmp_path):
-    """The same on a real 96 KB filesystem (where user namespaces may mount one)."""
+    """The same on a real 48 KB filesystem (where user namespaces may mount one)."""
     if not _tmpfs_permitted(tmp_path):
         pytest.skip("no tmpfs: unshare/mount not permitted here (the injected test runs)")
     disk, snap, logs = tmp_path / "disk", tmp_path / "snap", tmp_path / "logs"
@@ -370,7 +373,7 @@ def test_a_real_full_disk_on_a_small_tmpfs(ten, tmp_path):
         d.mkdir()
     explain = f"'{EXE}' explain digits-cnn '{ten}' -o '{disk}/o' --batch-size 2"
     script = (
-        f"mount -t tmpfs -o size=96k tmpfs '{disk}' || exit 99\n"
+        f"mount -t tmpfs -o size=48k tmpfs '{disk}' || exit 99\n"
         f"{explain} >'{logs}/1.out' 2>'{logs}/1.err'; echo $? >'{logs}/1.rc'\n"
         f"cp -a '{disk}/o' '{snap}/full'\n"
         f"mount -o remount,size=8m '{disk}'\n"
@@ -406,9 +409,11 @@ def test_a_real_full_disk_on_a_small_tmpfs(ten, tmp_path):
 def test_leftovers_of_a_killed_run_are_cleaned_and_a_torn_line_skipped(three, tmp_path):
     out = tmp_path / "o"
     invoke("explain", "digits-cnn", three, "-o", out)
-    stale = out / ".d0.png.vanilla.0badc0de.saliency.png.4242-deadbeef.partial"
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid stands for a killed run's
+    stale = out / f".d0.png.vanilla.0badc0de.saliency.png.{HOST}-{dead.pid}-deadbeef.partial"
     stale.write_bytes(b"half a png")
-    (out / ".onnxsal" / "lock").write_text("4242")  # a killed run's pid, its flock gone
+    (out / ".onnxsal" / "lock").write_text(f"host:{dead.pid}")  # its flock went with it
     with open(out / ".onnxsal" / "journal.jsonl", "a") as f:
         f.write('{"input": "/x.png", "settings_id": "abc", "sta')  # a kill mid-write
     invoke("explain", "digits-cnn", three, "-o", out, "--resume")
@@ -435,7 +440,8 @@ def test_an_output_folder_whose_own_files_are_in_the_way(three, tmp_path, broken
     else:
         (out / "summary.json").mkdir()
     named = {"journal-is-a-folder": "journal", "state-is-a-file": "-o"}.get(broken, "summary.json")
-    one_error(invoke("explain", "digits-cnn", three, "-o", out, code=1), named)
+    code = 2 if broken == "summary-is-a-folder" else 1  # a file no onnxsal run wrote: usage
+    one_error(invoke("explain", "digits-cnn", three, "-o", out, code=code), named, code=code)
     assert not partials(out)
 
 
@@ -1226,6 +1232,206 @@ def test_usage_errors_in_a_real_process_are_one_stderr_line(tmp_path, three):
         rc, out, err = finished(spawn(*args, log=log, cwd=tmp_path), log)
         assert rc in (1, 2) and out == "" and len(err.splitlines()) == 1, err
         assert err.startswith("error:")
+
+
+# -- found by an independent review ------------------------------------------------------------
+
+
+def test_a_summary_file_given_as_input_is_refused_and_kept(three, tmp_path):
+    out = tmp_path / "o"
+    invoke("explain", "digits-cnn", three, "-o", out)
+    kept = {n: (out / n).read_bytes() for n in ("summary.json", "summary.csv")}
+    for name in kept:  # summary.csv reads as a samples file
+        one_error(invoke("explain", "digits-cnn", out / name, "-o", out, code=2), "-o", code=2)
+    assert {n: (out / n).read_bytes() for n in kept} == kept
+
+
+def test_summaries_no_run_wrote_are_never_replaced(three, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "summary.csv").write_text("someone's,own,table\n")
+    one_error(invoke("explain", "digits-cnn", three, "-o", out, code=2), "summary.csv", code=2)
+    assert (out / "summary.csv").read_text() == "someone's,own,table\n"
+
+
+def test_an_output_name_that_cannot_be_written_fails_only_its_input(three, tmp_path):
+    out = tmp_path / "o"
+    invoke("explain", "digits-cnn", three / "d01.png", "-o", out)
+    (row,) = audit(out)
+    saliency = out / row["outputs"]["saliency"]
+    saliency.unlink()
+    saliency.mkdir()  # a folder where d01's map goes
+    result = invoke("explain", "digits-cnn", three, "-o", out, code=1)
+    one_error(result, "d01.png")
+    rows = by_name(audit(out))
+    assert rows["d01.png"]["status"] == "failed" and saliency.is_dir()
+    assert rows["d00.png"]["status"] == rows["d02.png"]["status"] == "ok"
+
+
+def test_an_output_folder_removed_mid_run_stops_it(ten, tmp_path):
+    out = tmp_path / "o"
+    log = tmp_path / "removed"
+    proc = spawn("explain", "digits-cnn", ten, "-o", out, *SLOW, log=log)
+    wait_for(lambda: len(journal_lines(out)) >= 1, proc, "journal line")
+    shutil.rmtree(out)
+    rc, _, err = finished(proc, log)
+    assert rc == 1 and err.count("error:") == 1 and "removed or replaced" in err, err
+    assert not out.exists() or not list(out.rglob("*.png")), "it went on writing"
+
+
+def test_live_temporaries_in_a_nested_output_folder_are_left_alone(three, tmp_path):
+    """A run into o/ must not remove the files another live run is writing into o/inner/."""
+    out = tmp_path / "o"
+    inner = out / "inner"
+    inner.mkdir(parents=True)
+    writer = subprocess.Popen(["sleep", "60"])  # the other run, alive
+    try:
+        live = inner / f".x.png.vanilla.0badc0de.saliency.png.{HOST}-{writer.pid}-0a0b0c0d.partial"
+        live.write_bytes(b"being written")
+        elsewhere = out / ".y.png.vanilla.0badc0de.saliency.png.0f0f0f-1-0a0b0c0d.partial"
+        elsewhere.write_bytes(b"another host's")  # pid 1 there means nothing here
+        invoke("explain", "digits-cnn", three, "-o", out)
+        assert live.read_bytes() == b"being written" and elsewhere.exists()
+    finally:
+        writer.kill()
+        writer.wait()
+
+
+def test_a_file_changed_while_read_is_explained_again_on_resume(three, tmp_path, monkeypatch):
+    import onnxsal.cli.job as job
+
+    folder, out = tmp_path / "in", tmp_path / "o"
+    shutil.copytree(three, folder)
+    real = job.prepare
+
+    def changed_while_read(path, *args, **kwargs):
+        prepared = real(path, *args, **kwargs)
+        if path.name == "d01.png":
+            save_digits(folder, [7], ["d01.png"])  # a new picture lands after the read
+            os.utime(path, ns=(10**18, 10**18))
+        return prepared
+
+    monkeypatch.setattr(job, "prepare", changed_while_read)
+    invoke("explain", "digits-cnn", folder, "-o", out)
+    monkeypatch.setattr(job, "prepare", real)
+    invoke("explain", "digits-cnn", folder, "-o", out, "--resume")
+    keys = journal_keys(out)
+    assert keys.count(str((folder / "d01.png").resolve())) == 2
+    assert keys.count(str((folder / "d00.png").resolve())) == 1
+
+
+def test_an_input_keeps_its_name_however_it_is_reached(three, tmp_path):
+    folder, out = tmp_path / "in", tmp_path / "o"
+    shutil.copytree(three, folder / "sub")
+    invoke("explain", "digits-cnn", folder, "-o", out)  # named sub/d00.png
+    (tmp_path / "link.png").symlink_to(folder / "sub" / "d00.png")
+    for spelling in (folder / "sub" / "d00.png", tmp_path / "link.png"):
+        invoke("explain", "digits-cnn", spelling, "-o", out, "-m", "guided")
+    rows = audit(out)
+    assert sorted(r["name"] for r in rows if r["method"] == "guided") == ["sub/d00.png"]
+    assert not list(out.glob("d00.png*")), "a second set of files under another name"
+
+
+def test_compare_keeps_namesakes_from_two_folders_apart(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    save_digits(a, [0], ["x.png"])
+    save_digits(b, [1], ["x.png"])
+    out = tmp_path / "o"
+    invoke("compare", "digits-cnn", "digits-cnn", a, b, "-o", out)
+    drawn = sorted(p.name for p in out.rglob("*.png"))
+    assert len(drawn) == 2 and len(set(drawn)) == 2, drawn
+
+
+def test_a_symlinked_state_folder_is_refused(three, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / ".onnxsal").symlink_to(elsewhere)
+    one_error(invoke("explain", "digits-cnn", three, "-o", out, code=1), "symbolic link")
+    assert not list(elsewhere.iterdir())
+
+
+def test_file_names_that_are_not_utf8(three, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    raw = os.fsencode(folder) + b"/caf\xe9-\xff.png"  # Latin-1 bytes, as old disks have them
+    shutil.copy(three / "d00.png", raw)
+    out = tmp_path / "o"
+    invoke("explain", "digits-cnn", folder, "-o", out)
+    (row,) = audit(out)
+    assert row["status"] == "ok"
+    names = [os.fsencode(p) for p in out.iterdir() if ".saliency." in p.name]
+    assert len(names) == 1 and b"\xe9" in names[0], names
+
+
+def _linear(tmp_path: Path) -> Path:
+    """Four features to three classes, no metadata."""
+    w = np.arange(12, dtype=np.float32).reshape(4, 3) / 10
+    model = make_model(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    path = tmp_path / "tab.onnx"
+    onnx.save(model, path)
+    return path
+
+
+def test_a_csv_of_many_samples_is_read_once(tmp_path, monkeypatch):
+    import onnxsal.cli.job as job
+
+    rows = np.random.default_rng(0).random((6, 4)).round(3)
+    path = tmp_path / "rows.csv"
+    np.savetxt(path, rows, delimiter=",", header="a,b,c,d", comments="")
+    model = _linear(tmp_path)
+    reads = []
+    real = job.read_samples
+    monkeypatch.setattr(job, "read_samples", lambda *a, **k: reads.append(a) or real(*a, **k))
+    invoke("explain", model, path, "-o", tmp_path / "o", "--batch-size", "2")
+    assert len(audit(tmp_path / "o")) == 6 and len(reads) == 1
+
+
+def test_a_stray_picture_among_samples_of_a_bare_model_fails_alone(tmp_path):
+    model = _linear(tmp_path)  # no preprocessing recipe
+    np.save(tmp_path / "a.npy", np.ones((1, 4), np.float32))
+    Image.new("RGB", (8, 8)).save(tmp_path / "stray.png")
+    out = tmp_path / "o"
+    result = invoke("explain", model, tmp_path / "a.npy", tmp_path / "stray.png", "-o", out, code=1)
+    one_error(result, "stray.png", "--size")
+    rows = by_name(audit(out))
+    assert rows["a.npy"]["status"] == "ok" and rows["stray.png"]["status"] == "failed"
+
+
+def test_a_channel_order_that_does_not_fit_is_a_usage_error(three, tmp_path):
+    """digits-cnn takes one grey channel: BGR cannot fit, whatever the pictures are."""
+    args = ("explain", "digits-cnn", three, "-o", tmp_path / "o", "--channel-order", "BGR")
+    one_error(invoke(*args, code=2), "--channel-order", code=2)
+    assert not list(tmp_path.rglob("*.png"))
+
+
+def test_unit_without_layer_is_a_usage_error(three, tmp_path):
+    one_error(invoke("explain", "digits-cnn", three, "--unit", "3", code=2), "--layer", code=2)
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    command = f"'{EXE}' inspect digits-cnn | head -c 1 >/dev/null; echo ${{PIPESTATUS[0]}}"
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() in ("0", "141") and done.stderr == "", done
+
+
+def test_smoothgrad_gives_a_sample_the_same_map_at_any_batch_position(ex):
+    from onnxsal.models.digits_recipe import dataset
+
+    x = dataset()[2][:3, None].astype(np.float32)
+    kw = dict(n_samples=8, noise=0.2, seed=5)
+    alone = ex.explain(x[1:2], "smoothgrad", **kw)[0]
+    together = ex.explain(x, "smoothgrad", **kw)
+    reversed_ = ex.explain(x[::-1].copy(), "smoothgrad", **kw)
+    np.testing.assert_allclose(together[1], alone, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(reversed_[1], alone, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(together[0], together[1])
 
 
 # -- the catch-all, over the whole file ---------------------------------------------------------

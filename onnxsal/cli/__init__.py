@@ -8,6 +8,7 @@ arguments (one line pointing at --help); 130 when interrupted by Ctrl-C and
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -44,6 +45,16 @@ class OnnxsalGroup(click.Group):
         except click.Abort:
             click.echo(INTERRUPTED, err=True)
             sys.exit(130)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """A closed pipe (`onnxsal inspect M | head`: the reader has had enough) ends
+        quietly with 141, as a shell shows SIGPIPE (click itself would exit 1)."""
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # the flush at exit meets no pipe
+            sys.exit(141)
 
 
 @click.group("onnxsal", cls=OnnxsalGroup, context_settings=CONTEXT)

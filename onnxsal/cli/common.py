@@ -82,8 +82,8 @@ def guarded(fn: Callable) -> Callable:
         except Terminated:
             click.echo(INTERRUPTED.replace("interrupted", "terminated"), err=True)
             sys.exit(143)
-        except (click.exceptions.Exit, click.ClickException, SystemExit):
-            raise
+        except (click.exceptions.Exit, click.ClickException, SystemExit, BrokenPipeError):
+            raise  # exits, usage errors and a closed pipe are the command group's
         except OptionError as exc:
             if verbose:
                 raise
@@ -111,7 +111,8 @@ def _on_sigterm(handler: Any) -> Any:
         return None
 
 
-def common(fn: Callable) -> Callable:
+def verbosity(fn: Callable) -> Callable:
+    """-q and -v, which every command that does work takes."""
     fn = click.option("-v", "--verbose", is_flag=True, help="Tracebacks on errors.")(fn)
     fn = click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")(fn)
     return fn
@@ -216,38 +217,13 @@ def target(text: str | None, labels: list[str] | None) -> Any:
     return None if text is None else parse(text, labels)
 
 
-tensor_options = options(
-    click.option("--input", "input_name", help="The input to explain (models with several)."),
-    click.option(
-        "--output",
-        "output_name",
-        help="The tensor explained: a model output or any tensor (default: the first float "
-        "output).",
-    ),
-    click.option(
-        "--feed",
-        multiple=True,
-        metavar="NAME=FILE.npy",
-        help="A value for another input of the model (repeatable); inputs then run one at a time.",
-    ),
-    click.option("--keep-softmax", is_flag=True, help="Explain the probability, not the logit."),
-)
-
-example_option = click.option(
-    "--example",
-    type=click.Path(exists=True, dir_okay=False),
-    help="A sample (.npy/.npz/.csv) to measure the model's output shapes on, for models whose "
-    "input sizes are dynamic.",
-)
-
-
 def example(path: str | None, ex) -> np.ndarray | None:
     """The first sample of an example file, batch first."""
     if path is None:
         return None
     from onnxsal.samples import read_samples
 
-    return read_samples(Path(path), len(ex.input_shape) - 1, ex.input_name).values[:1]
+    return read_samples(Path(path), ex.sample_rank, ex.input_name).values[:1]
 
 
 def feeds(specs: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -276,21 +252,3 @@ def option_value(text: str) -> Any:
         return text
     values = [int(v) if v.is_integer() and abs(v) < 2**53 else v for v in numbers]
     return values[0] if len(values) == 1 else tuple(values)
-
-
-def same_file(a: Path, b: Path) -> bool:
-    """Whether two paths name one file (either may not exist yet)."""
-    try:
-        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
-    except OSError:
-        return False
-
-
-def refuse_overwriting(out: Path, *sources: str | Path | None) -> None:
-    """An output may never replace what the command reads."""
-    for source in sources:
-        if source is not None and Path(source).exists() and same_file(out, Path(source)):
-            raise click.BadParameter(
-                f"'{out}' is also what this command reads; choose another output path.",
-                param_hint="-o",
-            )

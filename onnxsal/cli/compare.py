@@ -11,7 +11,7 @@ import numpy as np
 
 from onnxsal.cli import common
 from onnxsal.cli.files import atomic_write, exclusive
-from onnxsal.cli.inputs import Source, find_inputs, require_inputs
+from onnxsal.cli.inputs import Source, claim, find_inputs, require_inputs
 from onnxsal.cli.options import (
     colormap_option,
     max_pixels_option,
@@ -53,7 +53,7 @@ from onnxsal.methods import METHODS
 )
 @max_pixels_option
 @preprocess_options()
-@common.common
+@common.verbosity
 @common.guarded
 def compare(
     model_a,
@@ -87,19 +87,20 @@ def compare(
     preprocess = preprocessing(ex_a, **pre) if any(s.is_picture for s in sources) else None
     goal = common.target(target, ex_a.labels)
     header_shown, differ = False, False
+    owners: dict[str, str] = {}  # output names taken in this run
     with exclusive(folder) if folder else contextlib.nullcontext():
         for source in sources:
             x = _read(source, preprocess, ex_a, max_pixels)
             result = _compare(ex_a, ex_b, x, method, goal, topk, tolerance)
             table = result.table().splitlines()
-            names = [_name(source, k, len(x)) for k in range(len(x))]
+            names = [_name(source, k, len(x), owners) for k in range(len(x))]
             if not quiet:
                 if not header_shown:
                     click.echo(table[0])
                     click.echo("input  " + table[1])
                     header_shown = True
                 for name, line in zip(names, table[2:]):
-                    click.echo(f"{name}  {line}")
+                    common.echo(f"{name}  {line}")
             differ |= not result.same.all()
             if folder is not None:
                 _draw(folder, names, result, ex_a.layout, colormap, sources)
@@ -113,8 +114,10 @@ def _compare(ex_a, ex_b, x, method, goal, topk, tolerance):
     return onnxsal.compare(ex_a, ex_b, x, method, target=goal, topk=topk, tolerance=tolerance)
 
 
-def _name(source: Source, k: int, count: int) -> Path:
-    return source.rel if count == 1 else source.rel.with_name(f"{source.rel.name}.{k}")
+def _name(source: Source, k: int, count: int, owners: dict[str, str]) -> Path:
+    """The sample's name, as explain names it (two inputs never share one)."""
+    sample = None if count == 1 else k
+    return claim(source.name(sample), source.key(sample), owners, lambda holder: False)
 
 
 def _read(source: Source, preprocess, ex, max_pixels: int) -> np.ndarray:
@@ -122,8 +125,7 @@ def _read(source: Source, preprocess, ex, max_pixels: int) -> np.ndarray:
     from onnxsal.samples import read_samples
 
     if not source.is_picture:
-        rank = len(ex.input_shape) - 1 if ex.input_shape else None
-        return ex.check_input(read_samples(source.path, rank, ex.input_name).values)
+        return ex.check_input(read_samples(source.path, ex.sample_rank, ex.input_name).values)
     return prepare(source.path, preprocess, max_pixels=max_pixels).tensor
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from onnxsal.cli import common
+from onnxsal.cli.files import refuse_overwriting
 from onnxsal.cli.options import preprocess_options
 
 labels_option = click.option(
@@ -49,7 +50,7 @@ def convert() -> None:
 @click.option("--opset", type=click.IntRange(7), help="ONNX opset (default: the exporter's).")
 @preprocess_options(layout_default="NCHW")
 @labels_option
-@common.common
+@common.verbosity
 @common.guarded
 def convert_torch(source, input_shape, out, exporter, opset, quiet, verbose, **pre) -> None:
     """SOURCE: a TorchScript file, or module:callable returning an nn.Module.
@@ -60,7 +61,7 @@ def convert_torch(source, input_shape, out, exporter, opset, quiet, verbose, **p
     """
     from onnxsal.converters import from_torch
 
-    common.refuse_overwriting(Path(out), source)
+    refuse_overwriting(Path(out), source)
     module = source if Path(source).exists() else common.build(source)
     preprocess, labels = _metadata(**pre)
     model = from_torch(
@@ -81,7 +82,7 @@ def convert_torch(source, input_shape, out, exporter, opset, quiet, verbose, **p
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False))
 @preprocess_options(layout_default="NHWC")
 @labels_option
-@common.common
+@common.verbosity
 @common.guarded
 def convert_keras(source, out, quiet, verbose, **pre) -> None:
     """SOURCE: a .keras or .h5 file, or module:callable returning a keras.Model
@@ -93,7 +94,7 @@ def convert_keras(source, out, quiet, verbose, **pre) -> None:
     """
     from onnxsal.converters import from_keras
 
-    common.refuse_overwriting(Path(out), source)
+    refuse_overwriting(Path(out), source)
     model_source = source if Path(source).exists() else common.build(source)
     preprocess, labels = _metadata(**pre)
     model = from_keras(
@@ -102,24 +103,15 @@ def convert_keras(source, out, quiet, verbose, **pre) -> None:
     _report(model, out, quiet)
 
 
-def _metadata(*, size, resize, crop, scale, mean, std, layout, channel_order, labels):
-    """The preprocessing recorded in the model (None without --size) and its labels."""
+def _metadata(*, size, labels, **given):
+    """The preprocessing recorded in the model (None without --size; flags not given keep
+    Preprocess's defaults) and its labels."""
     from onnxsal.metadata import Preprocess
 
     pre = None
     if size:
-        order = channel_order or "RGB"
-        channels = 1 if order == "L" else 3
-        pre = Preprocess(
-            size=tuple(size),
-            resize=resize or "bilinear",
-            crop=crop,
-            scale=1.0 if scale is None else scale,
-            mean=list(mean) if mean else [0.0] * channels,
-            std=list(std) if std else [1.0] * channels,
-            channel_order=order,
-            layout=layout,
-        )
+        chosen = {k: list(v) if isinstance(v, tuple) else v for k, v in given.items()}
+        pre = Preprocess(size=tuple(size), **{k: v for k, v in chosen.items() if v is not None})
     names = None
     if labels:
         text = Path(labels).read_text(encoding="utf-8", errors="replace")

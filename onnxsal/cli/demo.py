@@ -34,7 +34,7 @@ TILE = 192  # pixels a side of each picture in a row
 )
 @click.option("--model", default="efficientnet-lite0", show_default=True)
 @colormap_option
-@common.common
+@common.verbosity
 @common.guarded
 def demo(out, model, colormap, quiet, verbose) -> None:
     """Explain scikit-image's bundled photos with EfficientNet-Lite0, seven methods each.
@@ -86,7 +86,7 @@ def demo(out, model, colormap, quiet, verbose) -> None:
         page = folder / "index.html"
         html = page_html(entries, model)
         atomic_write(page, lambda tmp: Path(tmp).write_text(html, encoding="utf-8"))
-    click.echo(str(page.resolve()))
+    common.echo(str(page.resolve()))
 
 
 def page_html(entries: list[dict], model: str) -> str:

@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from onnxsal.cli import common
-from onnxsal.cli.files import exclusive
-from onnxsal.cli.inputs import find_inputs, require_inputs
+from onnxsal.cli.files import STATE, exclusive, signals_held
+from onnxsal.cli.inputs import Source, find_inputs, require_inputs
 from onnxsal.cli.job import Request, Run
 from onnxsal.cli.journal import Journal
 from onnxsal.cli.options import (
@@ -20,12 +20,15 @@ from onnxsal.cli.options import (
     method_option_values,
     method_options,
     preprocess_options,
+    preprocess_values,
     preprocessing,
+    tensor_options,
 )
-from onnxsal.cli.render import Drawing
+from onnxsal.cli.render import FORMATS, Drawing
 from onnxsal.methods import METHODS
-from onnxsal.postprocess import GRAD_MODIFIERS
+from onnxsal.postprocess import GRAD_MODIFIERS, REDUCTIONS
 
+SUMMARIES = ("summary.json", "summary.csv", "settings.json")
 TARGET_HELP = (
     "What to explain: a class index or label (default: each input's top-1), or e.g. "
     "step=5,class=12 / box=10,20,60,80,class=1 / anchor=417,class=0 / index=2,5 / sequence / "
@@ -57,7 +60,7 @@ TARGET_HELP = (
     "--reduce",
     default="max",
     show_default=True,
-    type=click.Choice(["max", "sum", "l2", "none"]),
+    type=click.Choice(REDUCTIONS),
     help="Channel reduction.",
 )
 @click.option(
@@ -68,7 +71,7 @@ TARGET_HELP = (
     "fmt",
     default="png",
     show_default=True,
-    type=click.Choice(["png", "npy", "npz"]),
+    type=click.Choice(FORMATS),
     help="npy/npz also keep the raw map.",
 )
 @click.option("--overlay/--no-overlay", default=True, show_default=True)
@@ -87,9 +90,9 @@ TARGET_HELP = (
 @click.option("--resume", is_flag=True, help="Skip inputs finished before with the same settings.")
 @max_pixels_option
 @method_options
-@common.tensor_options
+@tensor_options
 @preprocess_options()
-@common.common
+@common.verbosity
 @common.guarded
 def explain(
     model,
@@ -116,17 +119,9 @@ def explain(
     output_name,
     feed,
     keep_softmax,
-    size,
-    resize,
-    crop,
-    scale,
-    mean,
-    std,
-    layout,
-    channel_order,
     quiet,
     verbose,
-    **method_flags,
+    **flags,
 ) -> None:
     """Explain images (files, folders, globs) or samples (.npy, .npz, .csv) with MODEL (a
     path or zoo name).
@@ -152,8 +147,14 @@ def explain(
         raise click.BadParameter(
             "give the name of a layer ('onnxsal inspect MODEL' lists them).", param_hint="--layer"
         )
+    if unit is not None and layer is None:
+        raise click.BadParameter("--unit is a unit of --layer; give --layer too.")
     folder = Path(out)
+    pre = preprocess_values(flags)
     feeds = common.feeds(feed)
+    sources, missing = find_inputs(list(inputs), skip=folder)
+    require_inputs(sources, missing)
+    _refuse_foreign_summaries(folder, sources)
     ex = common.explainer(
         model, providers, input=input_name, output=output_name, keep_softmax=keep_softmax
     )
@@ -161,35 +162,24 @@ def explain(
     if layer is not None and not METHODS[method].layer_is_own:
         goal, unit = _unit_of_layer(goal, unit)
     request = Request(
-        method,
-        goal,
-        target,
-        layer,
-        unit,
-        wrt,
-        grad_modifier,
-        method_option_values(method_flags),
-        feeds,
-        batch_size,
+        method=method,
+        target=goal,
+        target_text=target,
+        layer=layer,
+        unit=unit,
+        wrt=wrt,
+        grad_modifier=grad_modifier,
+        options=method_option_values(flags),
+        feeds=feeds,
+        batch_size=batch_size,
     )
     drawing = Drawing(fmt, overlay, panel, original_size, colormap, alpha, reduce)
-    pre = dict(
-        size=size,
-        resize=resize,
-        crop=crop,
-        scale=scale,
-        mean=mean,
-        std=std,
-        layout=layout,
-        channel_order=channel_order,
-    )
-    sources, missing = find_inputs(list(inputs), skip=folder)
-    require_inputs(sources, missing)
-    protected = {s.path.resolve() for s in sources}
+    protected = {s.path.resolve() for s in sources} | {(folder / n).resolve() for n in SUMMARIES}
     if Path(model).is_file():
         protected.add(Path(model).resolve())
-    with exclusive(folder):
-        journal = Journal(folder)
+    with exclusive(folder) as lock:
+        journal = Journal(folder, check=lock.check)
+        journal.adopt_summary()
         run = Run(
             ex,
             model,
@@ -198,20 +188,39 @@ def explain(
             folder,
             journal,
             preprocess=lambda: preprocessing(ex, **pre),
+            report=lambda message: common.echo(f"error: {message}", err=True),
             max_pixels=max_pixels,
             protected=frozenset(protected),
         )
         todo = run.plan(sources, missing, resume)
-        _report(run, todo, quiet)
+        _run(run, todo, quiet)
     if not quiet:
         earlier = f", {run.skipped} done before" if run.skipped else ""
-        click.echo(
-            f"{run.succeeded} explained, {len(run.failures)} failed{earlier}, in "
+        common.echo(
+            f"{run.succeeded} explained, {run.failed} failed{earlier}, in "
             f"{time.perf_counter() - started:.1f} s; outputs in {folder}/ "
             "(summary.json, summary.csv)"
         )
-    if run.failures:
+    if run.failed:
         sys.exit(1)
+
+
+def _refuse_foreign_summaries(folder: Path, sources: list[Source]) -> None:
+    """Summaries are onnxsal's files in -o: never an input, never someone else's file."""
+    ours = {(folder / n).resolve() for n in SUMMARIES}
+    for source in sources:
+        if source.path.resolve() in ours:
+            raise click.BadParameter(
+                f"the input '{source.path}' is where the summary goes; choose another -o.",
+                param_hint="-o",
+            )
+    if not (folder / STATE).is_dir():
+        for name in SUMMARIES:
+            if (folder / name).exists():
+                raise click.BadParameter(
+                    f"'{folder / name}' exists and no onnxsal run wrote it; choose another -o.",
+                    param_hint="-o",
+                )
 
 
 def _unit_of_layer(goal, unit: int | None) -> tuple:
@@ -232,28 +241,23 @@ def _unit_of_layer(goal, unit: int | None) -> tuple:
     return None, goal.index
 
 
-def _report(run: Run, todo, quiet: bool) -> None:
-    """Run the tasks, each failure one line as it happens; the summaries written at the end
-    whatever happens (an interrupt, a full disk)."""
-    reported = 0
+def _run(run: Run, todo, quiet: bool) -> None:
+    """Run the tasks; the summaries are written at the end whatever happens (an
+    interrupt, a full disk), with Ctrl-C and SIGTERM held until they are whole."""
     show = not quiet and sys.stderr.isatty()
     bar = click.progressbar(length=len(todo), label="explaining", file=sys.stderr) if show else None
     failed = True
     try:
         for finished in run.run(todo):
-            for message in run.failures[reported:]:
-                click.echo(f"error: {message}", err=True)
-            reported = len(run.failures)
             if bar:
                 bar.update(finished)
         failed = False
     finally:
         if bar:
             bar.render_finish()
-        for message in run.failures[reported:]:
-            click.echo(f"error: {message}", err=True)
-        try:
-            run.journal.write_summaries()
-        except Exception:
-            if not failed:
-                raise  # otherwise the run's own error is the one to tell (the journal is kept)
+        with signals_held():
+            try:
+                run.journal.write_summaries()
+            except Exception:
+                if not failed:
+                    raise  # otherwise the run's own error is the one to tell (the journal is kept)

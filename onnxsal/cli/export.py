@@ -8,7 +8,8 @@ import click
 import numpy as np
 
 from onnxsal.cli import common
-from onnxsal.cli.files import atomic_write
+from onnxsal.cli.files import atomic_write, refuse_overwriting
+from onnxsal.cli.options import example_option
 from onnxsal.errors import OnnxsalError
 from onnxsal.standalone import SINGLE_GRAPH_METHODS
 
@@ -29,8 +30,8 @@ from onnxsal.standalone import SINGLE_GRAPH_METHODS
 @click.option("--keep-softmax", is_flag=True, help="Explain the probability, not the logit.")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False))
 @click.option("--check", is_flag=True, help="Run the file once and compare with explain.")
-@common.example_option
-@common.common
+@example_option
+@common.verbosity
 @common.guarded
 def export(
     model,
@@ -60,7 +61,7 @@ def export(
     from onnxsal.standalone import standalone_explainer
     from onnxsal.targets import Class, Unit
 
-    common.refuse_overwriting(Path(out), model, example)
+    refuse_overwriting(Path(out), model, example)
     ex = common.explainer(model, input=input_name, output=output_name, keep_softmax=keep_softmax)
     goal = common.target(target, ex.labels)
     if layer is not None:
@@ -72,7 +73,7 @@ def export(
     atomic_write(Path(out), lambda tmp: onnx.save(proto, tmp))
     if not quiet:
         outs = ", ".join(o.name for o in proto.graph.output)
-        click.echo(
+        common.echo(
             f"wrote {out}: inputs {', '.join(i.name for i in proto.graph.input)}; outputs {outs}"
         )
     if check:

@@ -9,7 +9,10 @@ writes to.
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
+import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +36,35 @@ class Source:
     @property
     def is_picture(self) -> bool:
         return self.path.suffix.lower() not in ARRAY_SUFFIXES
+
+    def key(self, sample: int | None = None) -> str:
+        """The input as records know it: the file's absolute path (and sample)."""
+        path = str(self.path.resolve())
+        return path if sample is None else f"{path}#{sample}"
+
+    def name(self, sample: int | None = None) -> Path:
+        """Its output name: the relative path, extension kept (`NAME.ROW` for a sample)."""
+        return self.rel if sample is None else self.rel.with_name(f"{self.rel.name}.{sample}")
+
+
+def name_key(name: Path | str) -> str:
+    """How file systems compare names: case-blind, and one Unicode form (NFC) for all."""
+    return unicodedata.normalize("NFC", str(name)).casefold()
+
+
+def claim(name: Path, key: str, owners: dict[str, str], free: Callable[[str], bool]) -> Path:
+    """`name` for input `key`, or `NAME~DIGEST` when another input holds it in `owners`
+    (name_key -> input key); a holder that `free` says is gone gives the name up.
+    The claim is recorded in `owners`."""
+    digest = hashlib.sha256(os.fsencode(key)).hexdigest()
+    chosen = name
+    for width in (6, 12, 64):
+        holder = owners.get(name_key(chosen))
+        if holder is None or holder == key or free(holder):
+            owners[name_key(chosen)] = key
+            return chosen
+        chosen = name.with_name(f"{name.name}~{digest[:width]}")
+    raise InputError(f"{key}: no free output name; choose another -o.")
 
 
 def find_inputs(specs: list[str], skip: Path | None = None) -> tuple[list[Source], list[str]]:

@@ -7,6 +7,7 @@ import json
 import click
 
 from onnxsal.cli import common
+from onnxsal.cli.options import example_option
 from onnxsal.methods import METHODS
 
 
@@ -14,8 +15,8 @@ from onnxsal.methods import METHODS
 @click.argument("model")
 @click.option("--all-layers", is_flag=True, help="List every tensor, not only named layers.")
 @click.option("--input", "input_name", help="The input to explain (models with several).")
-@common.example_option
-@common.common
+@example_option
+@common.verbosity
 @common.guarded
 def inspect(model, all_layers, input_name, example, quiet, verbose) -> None:
     """What MODEL is: inputs and outputs with their kinds and the targets that fit, layout,

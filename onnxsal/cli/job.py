@@ -4,31 +4,36 @@ Inputs are pictures, or samples in .npy/.npz/.csv files (a file of several
 samples gives one input per sample, `NAME.ROW`). They are batched through the
 model; each finished batch's files are written whole (see `files`) and its
 rows appended to the folder's journal (see `journal`) before the next batch.
+Memory holds one batch of inputs, and per input of the run a task (a few
+hundred bytes) and its entry in the journal's index.
 
 Output names: `NAME.METHOD.SETTINGS.KIND.EXT` under the folder, where NAME is
-the input's path relative to the folder it was found in, extension included
+the input's path relative to the folder it was found in, extension kept
 (`cat.jpg`, `more/cat.png`, `rows.csv.3`), and SETTINGS the digest of what
-shaped the explanation (`settings_id`). Two inputs never share a NAME in one
-folder: one whose NAME another input holds (recorded in the journal) takes
-`NAME~DIGEST` of its own path. One bad input is reported and skipped; the
-others go on.
+shaped the explanation (`settings_id`). An input keeps the NAME the journal
+gave it first, however it is reached later; a NAME another input holds is
+taken as `NAME~DIGEST` of the input's path, unless that input's file is gone,
+in which case its rows are retired and the NAME passes on. One bad input is
+reported and skipped; the others go on.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from onnxsal.cli.files import DiskFullError
-from onnxsal.cli.inputs import Source
-from onnxsal.cli.journal import Journal, settings_id
+from onnxsal import __version__
+from onnxsal.cli.files import DiskFullError, FolderGoneError
+from onnxsal.cli.inputs import Source, claim, name_key
+from onnxsal.cli.journal import RETIRED, Index, Journal, settings_id
 from onnxsal.cli.render import Drawing, Item
 from onnxsal.errors import (
     InputError,
@@ -39,41 +44,34 @@ from onnxsal.errors import (
     UnsupportedModelError,
 )
 from onnxsal.images import DEFAULT_MAX_PIXELS, prepare
-from onnxsal.metadata import Preprocess
 from onnxsal.methods import get_method
-from onnxsal.samples import count_samples, read_samples
+from onnxsal.samples import Samples, count_samples, read_samples
 from onnxsal.targets.activation import probabilities
 
+# errors that stop the whole run: the model cannot be read as it should, an option is
+# wrong (no input would do), the disk is full or the folder gone (no later input could be
+# written)
+RUN_ERRORS = (NormalizationError, OptionError, DiskFullError, FolderGoneError)
 
-@dataclass
+
+@dataclass(slots=True)
 class Task:
     """One input of a run: a file, or one sample of a file of several."""
 
     source: Source
-    row: int | None  # which sample of an array file (None: the file is one input)
+    sample: int | None  # which sample of an array file (None: the file is one input)
+    key: str  # the input as the journal knows it (Source.key)
     name: Path  # the output name, relative to the folder
     settings_id: str
-    files: dict[str, Path] = field(default_factory=dict)
-
-    @property
-    def key(self) -> str:
-        """The input as the journal knows it: the file's absolute path (and row)."""
-        path = str(self.source.path.resolve())
-        return path if self.row is None else f"{path}#{self.row}"
+    stamp: list[int] | None = None  # the file's size and mtime when it was read
 
     @property
     def shown(self) -> str:
         """The input as the user named it, for messages."""
-        return str(self.source.path) + ("" if self.row is None else f"#{self.row}")
-
-    @property
-    def stamp(self) -> list[int]:
-        """The file's size and modification time: a changed file is explained anew."""
-        st = self.source.path.stat()
-        return [st.st_size, st.st_mtime_ns]
+        return str(self.source.path) + ("" if self.sample is None else f"#{self.sample}")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Request:
     """What to explain about every input (the explain command's arguments)."""
 
@@ -89,7 +87,6 @@ class Request:
     batch_size: int = 16
 
     def settings(self) -> dict:
-        feeds = {k: _digest(v) for k, v in self.feeds.items()}
         return {
             "method": self.method,
             "target": self.target_text,
@@ -98,7 +95,7 @@ class Request:
             "wrt": self.wrt,
             "grad_modifier": self.grad_modifier,
             "options": {k: list(v) if isinstance(v, tuple) else v for k, v in self.options.items()},
-            "feeds": feeds,
+            "feeds": {k: _digest(v) for k, v in self.feeds.items()},
         }
 
 
@@ -112,102 +109,132 @@ class Run:
     drawing: Drawing
     folder: Path
     journal: Journal
-    preprocess: Any = None  # a Preprocess, or a callable making it (it may refuse)
+    preprocess: Callable[[], Any]  # the pictures' preprocessing, made when first needed
+    report: Callable[[str], None]  # tells the user of one failed input
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     protected: frozenset[Path] = frozenset()  # files no output may replace (inputs, model)
-    rows: dict[str, dict] = field(default_factory=dict)  # this run's rows, by input key
-    failures: list[str] = field(default_factory=list)
+    succeeded: int = 0
+    failed: int = 0
     skipped: int = 0  # inputs finished by an earlier run (--resume)
     _settings: dict[bool, dict] = field(default_factory=dict)
+    _recipe: Any = None  # the pictures' preprocessing, once made
+    _picture_error: OnnxsalError | None = None  # why pictures cannot be read (samples can)
+    _file: tuple[Path, Samples] | None = None  # the samples file read last
+    _rows: dict[str, dict] = field(default_factory=dict)  # the batch in flight's rows
 
-    # -- planning --------------------------------------------------------------------------
-    @property
-    def sample_rank(self) -> int | None:
-        """Axes of one sample of the explained input (None: the model does not say)."""
-        shape = self.explainer.input_shape
-        return len(shape) - 1 if shape else None
-
+    # -- settings --------------------------------------------------------------------------
     def settings(self, picture: bool) -> dict:
         """Everything that shapes an input's files (pictures add their preprocessing)."""
         if picture not in self._settings:
-            self._settings[picture] = self._gather_settings(picture)
+            ex = self.explainer
+            found = {
+                "onnxsal": __version__,
+                "model": ex.digest,
+                "input": ex.input_name,
+                "output": ex.output_name,
+                "keep_softmax": ex.keep_softmax,
+                **self.request.settings(),
+                "drawing": self.drawing.settings(),
+            }
+            if picture:
+                found["preprocess"] = asdict(self.picture_preprocess())
+            self._settings[picture] = found
         return self._settings[picture]
 
-    def _gather_settings(self, picture: bool) -> dict:
-        ex = self.explainer
-        out = {
-            "model": ex.digest,
-            "input": ex.input_name,
-            "output": ex.output_name,
-            "keep_softmax": ex.keep_softmax,
-            **self.request.settings(),
-            "drawing": self.drawing.settings(),
-        }
-        if picture:
-            out["preprocess"] = asdict(self.picture_preprocess())
-        return out
+    def picture_preprocess(self) -> Any:
+        if self._recipe is None:
+            self._recipe = self.preprocess()
+        return self._recipe
 
-    def picture_preprocess(self) -> Preprocess:
-        if callable(self.preprocess) and not isinstance(self.preprocess, Preprocess):
-            self.preprocess = self.preprocess()
-        return self.preprocess
+    def _settings_ids(self, sources: list[Source]) -> dict[bool, str]:
+        """The settings id of pictures and of samples; pictures that cannot be read (no
+        preprocessing) fail one by one when samples are there too, else stop the run."""
+        ids = {}
+        for picture in {s.is_picture for s in sources}:
+            try:
+                ids[picture] = settings_id(self.settings(picture))
+            except OptionError:
+                raise
+            except InputError as exc:
+                if all(s.is_picture for s in sources):
+                    raise
+                self._picture_error = exc
+                ids[picture] = "unread"
+        return ids
 
+    # -- planning --------------------------------------------------------------------------
     def plan(self, sources: list[Source], missing: list[str], resume: bool) -> list[Task]:
         """Every task of the run, named; with `resume`, those finished before are left out
         (their rows stay in the journal)."""
         for spec in missing:
-            self.failures.append(f"{spec}: no such file, folder or matching pattern.")
-        ids = {
-            picture: settings_id(self.settings(picture))
-            for picture in {s.is_picture for s in sources}
-        }
-        previous = self.journal.rows()
-        owners = {row.get("name", "").casefold(): row["input"] for row in previous.values()}
+            self._report(f"{spec}: no such file, folder or matching pattern.")
+        ids = self._settings_ids(sources)
+        index = self.journal.index()
+        owners = {name_key(name): key for key, name in index.names.items()}
+        retired: set[str] = set()
+
+        def gone(holder: str) -> bool:
+            """A holder whose file is gone gives its name up (and its rows are retired)."""
+            path = re.sub(r"#\d+$", "", holder)
+            if Path(path).exists():
+                return False
+            retired.add(holder)
+            return True
+
         tasks = []
         for source in sources:
-            for row, name in self._samples_of(source):
-                task = Task(source, row, name, ids[source.is_picture])
-                task.name = self._own_name(task, owners)
-                owners[str(task.name).casefold()] = task.key
-                stem = self.folder / task.name
-                stem = stem.with_name(f"{stem.name}.{self.request.method}.{task.settings_id}")
-                task.files = self.drawing.files(stem, source.is_picture)
-                tasks.append(task)
+            for sample in self._samples_of(source):
+                key = source.key(sample)
+                name = Path(index.names[key]) if key in index.names else source.name(sample)
+                name = claim(name, key, owners, gone)
+                tasks.append(Task(source, sample, key, name, ids[source.is_picture]))
+        self.journal.append(
+            [
+                {"input": k, "settings_id": sid, "status": RETIRED}
+                for k, sid in index.done
+                if k in retired
+            ]
+            + [
+                {"settings_id": sid, "settings": self.settings(picture)}
+                for picture, sid in ids.items()
+                if sid != "unread" and sid not in index.settings
+            ]
+        )
         if not resume:
             return tasks
-        todo = [t for t in tasks if not self._finished(t, previous.get((t.key, t.settings_id)))]
+        todo = [t for t in tasks if not self._finished(t, index)]
         self.skipped = len(tasks) - len(todo)
         return todo
 
-    def _samples_of(self, source: Source) -> list[tuple[int | None, Path]]:
-        """(row, output name) of each sample in one input file."""
+    def _samples_of(self, source: Source) -> list[int | None]:
+        """The sample index of each input in one file (None: the file is one input)."""
         if source.is_picture:
-            return [(None, source.rel)]
+            return [None]
         try:
-            count = count_samples(source.path, self.sample_rank, self.explainer.input_name)
+            count = count_samples(
+                source.path, self.explainer.sample_rank, self.explainer.input_name
+            )
         except OnnxsalError:
-            return [(None, source.rel)]  # one input, failing when read: a row says why
+            return [None]  # one input, failing when read: a row says why
         if count == 1 and source.path.suffix.lower() != ".csv":
-            return [(None, source.rel)]
-        return [(k, source.rel.with_name(f"{source.rel.name}.{k}")) for k in range(count)]
+            return [None]
+        return list(range(count))
 
-    @staticmethod
-    def _own_name(task: Task, owners: dict[str, str]) -> Path:
-        """The task's name, or `NAME~DIGEST` when another input holds NAME in this folder."""
-        name = task.name
-        digest = hashlib.sha256(task.key.encode()).hexdigest()
-        for width in (6, 12, 64):
-            holder = owners.get(str(name).casefold())
-            if holder is None or holder == task.key:
-                return name
-            name = task.name.with_name(f"{task.name.name}~{digest[:width]}")
-        raise OnnxsalError(f"{task.key}: no free output name; choose another -o.")
+    def files(self, task: Task) -> dict[str, Path]:
+        stem = self.folder / task.name
+        stem = stem.with_name(f"{stem.name}.{self.request.method}.{task.settings_id}")
+        return self.drawing.files(stem, task.source.is_picture)
 
-    @staticmethod
-    def _finished(task: Task, row: dict | None) -> bool:
-        if row is None or row.get("status") != "ok" or row.get("stamp") != task.stamp:
+    def _finished(self, task: Task, index: Index) -> bool:
+        found = index.done.get((task.key, task.settings_id))
+        if found is None or found[0] != "ok":
             return False
-        return all(f.exists() for f in task.files.values())
+        _, stamp, outputs = found
+        if stamp != _stamp(task.source.path):
+            return False
+        files = self.files(task)
+        listed = {str(p.relative_to(self.folder)) for p in files.values()}
+        return listed == set(outputs) and all(p.is_file() for p in files.values())
 
     # -- running ---------------------------------------------------------------------------
     def run(self, todo: list[Task]) -> Iterator[int]:
@@ -219,6 +246,7 @@ class Run:
         size = 1 if self.request.feeds else self.request.batch_size
         for start in range(0, len(todo), size):
             chunk = todo[start : start + size]
+            self._rows = {}
             try:
                 ready = [(t, item) for t in chunk if (item := self._prepare(t)) is not None]
                 shapes: dict[tuple, list[tuple[Task, Item]]] = {}
@@ -227,15 +255,14 @@ class Run:
                 for group in shapes.values():
                     self._explain_group(group)
             finally:  # even when interrupted: what the batch finished is recorded
-                written = [t.key for t in chunk if t.key in self.rows]
-                self.journal.append(self.rows[k] for k in written)
+                self.journal.append(self._rows.values())
             yield len(chunk)
 
     def _explain_group(self, group: list[tuple[Task, Item]]) -> None:
         try:
             self._explain(group)
-        except (NormalizationError, OptionError, DiskFullError):
-            raise  # the model cannot be read as it should, an option is wrong, the disk full
+        except RUN_ERRORS:
+            raise
         except (TargetError, UnsupportedModelError) as exc:
             if not self.succeeded:
                 raise  # the first inputs refused: the setup, not these inputs
@@ -245,53 +272,61 @@ class Run:
             for task, _ in group:
                 self._fail(task, str(exc))
 
+    def _report(self, message: str) -> None:
+        self.failed += 1
+        self.report(message)
+
     def _fail(self, task: Task, message: str) -> None:
         message = " ".join(message.split())
         if not message.startswith(str(task.source.path)):
             message = f"{task.shown}: {message}"
-        self.failures.append(message)
-        for path in task.files.values():  # no map of an earlier run stands for this failure
-            if path.resolve() in self.protected:
-                continue  # an input or the model named like an output: never ours to remove
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        self.rows[task.key] = self._row(task, status="failed", message=message)
+        self._report(message)
+        for path in self.files(task).values():  # no earlier map stands for this failure
+            if path.resolve() not in self.protected:  # an input named like an output stays
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        self._rows[task.key] = self._row(task, status="failed", message=message)
 
     def _prepare(self, task: Task) -> Item | None:
         try:
-            self._check_names(task)
-            if not task.source.is_picture:
-                path = task.source.path
-                samples = read_samples(path, self.sample_rank, self.explainer.input_name)
-                tensor = np.array(samples.values[task.row or 0][None])
-                item = Item(
-                    tensor,
-                    names=samples.names,
-                    tabular=path.suffix.lower() == ".csv",
-                    tokens=self.explainer.integer_input,
-                )
-            else:
-                prepared = prepare(
-                    task.source.path,
-                    self.picture_preprocess(),
-                    keep_original=self.drawing.original_size,
-                    max_pixels=self.max_pixels,
-                )
-                item = Item(prepared.tensor, prepared.picture, prepared.original)
+            for path in self.files(task).values():
+                if path.resolve() in self.protected:
+                    raise InputError(
+                        f"its output '{path}' would replace an input or the model; choose "
+                        "another -o."
+                    )
+            task.stamp = _stamp(task.source.path)  # before reading: a later change is seen
+            item = self._read(task)
             item.tensor = self.explainer.check_input(item.tensor)  # shape, dtype, NaN
             return item
-        except (NormalizationError, OptionError, DiskFullError):
+        except RUN_ERRORS:
             raise
         except OnnxsalError as exc:
             self._fail(task, str(exc))
             return None
 
-    def _check_names(self, task: Task) -> None:
-        for path in task.files.values():
-            if path.resolve() in self.protected:
-                raise InputError(
-                    f"its output '{path}' would replace an input or the model; choose another -o."
-                )
+    def _read(self, task: Task) -> Item:
+        path = task.source.path
+        if task.source.is_picture:
+            if self._picture_error is not None:
+                raise self._picture_error
+            prepared = prepare(
+                path,
+                self.picture_preprocess(),
+                keep_original=self.drawing.original_size,
+                max_pixels=self.max_pixels,
+            )
+            return Item(prepared.tensor, prepared.picture, prepared.original)
+        if self._file is None or self._file[0] != path:  # a file's samples come in a row
+            samples = read_samples(path, self.explainer.sample_rank, self.explainer.input_name)
+            self._file = (path, samples)
+        samples = self._file[1]
+        return Item(
+            np.array(samples.values[task.sample or 0][None]),
+            names=samples.names,
+            tabular=path.suffix.lower() == ".csv",
+            tokens=self.explainer.integer_input,
+        )
 
     def _explain(self, ready: list[tuple[Task, Item]]) -> None:
         ex, req = self.explainer, self.request
@@ -328,11 +363,18 @@ class Run:
                 )
                 continue
             target = np.asarray(result.target[i])
+            one_class = result.kind == "class" and target.ndim == 0
             title = f"{req.method}, {result.kind} {self._describe(target, result.kind)}: "
             title += f"score {score:.3g}"
             extras = {"score": np.float64(score), "target": target}
-            self.drawing.draw(task.files, item, attribution, ex.layout, title, extras)
-            one_class = result.kind == "class" and target.ndim == 0
+            self.journal.check()  # writing would make a removed folder anew
+            try:
+                self.drawing.draw(self.files(task), item, attribution, ex.layout, title, extras)
+            except (DiskFullError, FolderGoneError):
+                raise
+            except OnnxsalError as exc:  # this input's files only (a name in the way)
+                self._fail(task, str(exc))
+                continue
             facts = {
                 "kind": result.kind,
                 "target": _target_value(target),
@@ -342,21 +384,22 @@ class Run:
             }
             if explains_classes and own.size:
                 facts["top5"] = self._top5(own, result.activation)
-            self.rows[task.key] = self._row(task, status="ok", **facts)
+            self.succeeded += 1
+            self._rows[task.key] = self._row(task, status="ok", **facts)
 
     def _row(self, task: Task, **facts: Any) -> dict:
         row = {
             "input": task.key,
             "name": str(task.name),
             "settings_id": task.settings_id,
-            "stamp": task.stamp if task.source.path.exists() else None,
+            "stamp": task.stamp,
             "model": self.model_name,
             "method": self.request.method,
             **facts,
-            "settings": self.settings(task.source.is_picture),
         }
         if facts.get("status") == "ok":
-            row["outputs"] = {k: str(v.relative_to(self.folder)) for k, v in task.files.items()}
+            files = self.files(task)
+            row["outputs"] = {k: str(v.relative_to(self.folder)) for k, v in files.items()}
         return row
 
     def _top5(self, scores: np.ndarray, activation: str | None) -> list[dict]:
@@ -378,9 +421,14 @@ class Run:
             return self._label(int(target)) if kind == "class" else str(int(target))
         return ""
 
-    @property
-    def succeeded(self) -> int:
-        return sum(1 for r in self.rows.values() if r.get("status") == "ok")
+
+def _stamp(path: Path) -> list[int] | None:
+    """A file's size and modification time: a changed file is explained anew."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
 
 
 def _digest(values: np.ndarray) -> str:

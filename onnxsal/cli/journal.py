@@ -1,22 +1,26 @@
 """The record of a folder's explanations: a journal, and the summaries derived from it.
 
-Each finished input is one JSON line, appended and flushed to disk (fsync) before
-the next batch, so a kill of any kind loses at most the batch in flight. A row is
-keyed by the input and the settings it was explained with (model, method,
-target, options, preprocessing, drawing: `settings_id`); runs into one folder
-merge, later rows replacing earlier ones of the same key, nothing else dropped.
-`summary.json` and `summary.csv` are views of the journal, rewritten atomically.
+Each finished input is one JSON line (a row), appended and flushed to disk (fsync)
+before the next batch, so a kill of any kind loses at most the batch in flight.
+A row is keyed by the input and the settings it was explained with
+(`settings_id`, a digest of the model, method, target, options, preprocessing,
+drawing and onnxsal's version); the settings themselves are a line of their
+own, once per id. Runs into one folder merge, later rows replacing earlier
+ones of the same key, nothing else dropped; a `retired` row takes an input
+out (its name went to another input). `summary.json`, `summary.csv` and
+`settings.json` are views of the journal, written whole. The journal is read
+as a stream: memory grows with the number of keys, never with the lines.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +28,7 @@ from onnxsal.cli.files import STATE, atomic_write, written_error
 from onnxsal.errors import OnnxsalError
 
 JOURNAL = "journal.jsonl"
+RETIRED = "retired"  # the status of a row that takes its input out of the summaries
 SUMMARY_FIELDS = [
     "input",
     "name",
@@ -61,94 +66,192 @@ def strict(value: Any) -> Any:
     return value
 
 
+def line(record: dict) -> str:
+    return json.dumps(strict(record), allow_nan=False) + "\n"
+
+
+@dataclass
+class Index:
+    """What a run needs to know of a folder's past: per (input, settings) the latest
+    row's status, stamp and outputs; per input its name; per name its input."""
+
+    done: dict[tuple[str, str], tuple[str, Any, tuple[str, ...]]] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)  # input -> name
+    settings: set[str] = field(default_factory=set)  # settings ids already recorded
+
+
 class Journal:
     """The journal of one output folder (appended to under the folder's lock)."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, check: Any = None):
         self.folder = folder
         self.path = folder / STATE / JOURNAL
+        self.check = check or (lambda: None)  # raises if the folder's lock was lost
 
-    def rows(self) -> dict[tuple[str, str], dict]:
-        """The latest row of each (input, settings_id); a torn last line (a kill mid-write)
-        is skipped."""
-        found: dict[tuple[str, str], dict] = {}
-        for line in self._lines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict) and "input" in row and "settings_id" in row:
-                found[row["input"], row["settings_id"]] = row
-        return found
-
-    def _lines(self) -> list[str]:
+    # -- reading ---------------------------------------------------------------------------
+    def _records(self) -> Iterator[tuple[int, dict]]:
+        """(offset, record) of each whole line; a line a kill tore is skipped."""
         try:
-            return self.path.read_text(encoding="utf-8", errors="replace").splitlines()
+            f = open(self.path, "rb")  # noqa: SIM115
         except FileNotFoundError:
-            return []
+            return
         except OSError as exc:
             raise OnnxsalError(
                 f"cannot read the journal '{self.path}' ({exc.strerror}); choose another -o."
             ) from exc
+        with f:
+            offset = 0
+            for raw in f:
+                try:
+                    record = json.loads(raw)
+                except ValueError:
+                    record = None
+                if _well_formed(record):
+                    yield offset, record
+                offset += len(raw)
 
-    def compact(self) -> None:
-        """Rewrite the journal with the latest row of each key once most lines are stale
-        (reruns into one folder), so that it grows with the inputs, not with the runs."""
-        lines, rows = self._lines(), self.rows()
-        if len(lines) <= 2 * len(rows) + 64:
-            return
-        text = "".join(json.dumps(strict(r), allow_nan=False) + "\n" for r in rows.values())
+    def index(self) -> Index:
+        found = Index()
+        for _, record in self._records():
+            if "input" not in record:
+                found.settings.add(record["settings_id"])
+                continue
+            key = (record["input"], record["settings_id"])
+            if record.get("status") == RETIRED:
+                found.done.pop(key, None)
+                found.names.pop(record["input"], None)
+                continue
+            outputs = tuple((record.get("outputs") or {}).values())
+            found.done[key] = (record.get("status"), record.get("stamp"), outputs)
+            found.names[record["input"]] = record.get("name", "")
+        return found
 
-        def write(tmp: str) -> None:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())  # on disk before it replaces the old one
+    def _latest(self) -> tuple[dict[tuple[str, str], int], dict[str, int], int]:
+        """Offsets of the latest line of each row key and of each settings line, and how
+        many lines there are."""
+        rows: dict[tuple[str, str], int] = {}
+        settings: dict[str, int] = {}
+        count = 0
+        for offset, record in self._records():
+            count += 1
+            if "input" not in record:
+                settings.setdefault(record["settings_id"], offset)
+            elif record.get("status") == RETIRED:
+                rows.pop((record["input"], record["settings_id"]), None)
+            else:
+                rows[record["input"], record["settings_id"]] = offset
+        return rows, settings, count
 
-        atomic_write(self.path, write)
+    def _read_at(self, f: Any, offset: int) -> dict:
+        f.seek(offset)
+        return json.loads(f.readline())
 
-    def append(self, rows: Iterable[dict]) -> None:
-        """Add rows, on disk (fsync) when this returns; a line a kill tore is closed first."""
-        text = "".join(json.dumps(strict(r), allow_nan=False) + "\n" for r in rows)
+    # -- writing ---------------------------------------------------------------------------
+    def append(self, records: Iterable[dict]) -> None:
+        """Add records, on disk (fsync) when this returns; a line a kill tore is closed
+        first."""
+        text = "".join(line(r) for r in records)
         if not text:
             return
+        self.check()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a+b") as f:
-                if f.tell() and os.pread(f.fileno(), 1, f.tell() - 1) != b"\n":
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            try:
+                end = os.fstat(fd).st_size
+                if end and os.pread(fd, 1, end - 1) != b"\n":
                     text = "\n" + text
-                f.write(text.encode("utf-8"))
-                f.flush()
-                os.fsync(f.fileno())
+                os.write(fd, text.encode("utf-8"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         except OSError as exc:
             raise written_error(self.path, exc) from exc
 
+    def compact(self) -> None:
+        """Rewrite the journal with the latest line of each key once most lines are stale
+        (reruns into one folder), so that it grows with the inputs, not with the runs."""
+        rows, settings, count = self._latest()
+        kept = sorted([*rows.values(), *settings.values()])
+        if count <= 2 * len(kept) + 64:
+            return
+
+        def write(tmp: str) -> None:
+            with open(self.path, "rb") as src, open(tmp, "wb") as dst:
+                for offset in kept:
+                    src.seek(offset)
+                    dst.write(src.readline())
+
+        self.check()
+        atomic_write(self.path, write)
+
     def write_summaries(self) -> None:
-        """summary.json and summary.csv from the journal, each written whole."""
+        """summary.json, summary.csv and settings.json from the journal, each written whole
+        and streamed (one row in memory at a time)."""
+        self.check()
         self.compact()
-        rows = sorted(self.rows().values(), key=lambda r: (r["input"], r["settings_id"]))
+        rows, settings, _ = self._latest()
         if not rows:
             return
-        body = json.dumps(strict(rows), indent=2, allow_nan=False)
-        atomic_write(
-            self.folder / "summary.json", lambda tmp: Path(tmp).write_text(body, encoding="utf-8")
-        )
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=SUMMARY_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            cells = {
-                **row,
-                "target": json.dumps(strict(row.get("target"))),
-                "top5": json.dumps(strict(row.get("top5", []))),
-                "outputs": json.dumps(row.get("outputs", {})),
-            }
-            writer.writerow({k: neutral(v) for k, v in cells.items()})
-        csv_text = buf.getvalue()
-        atomic_write(
-            self.folder / "summary.csv",
-            lambda tmp: Path(tmp).write_text(csv_text, encoding="utf-8", newline=""),
-        )
+        order = sorted(rows)
+        with open(self.path, "rb") as src:
+
+            def write_json(tmp: str) -> None:
+                with open(tmp, "w", encoding="utf-8") as out:
+                    out.write("[")
+                    for k, key in enumerate(order):
+                        out.write(",\n  " if k else "\n  ")
+                        out.write(json.dumps(strict(self._read_at(src, rows[key]))))
+                    out.write("\n]\n")
+
+            def write_csv(tmp: str) -> None:
+                with open(tmp, "w", encoding="utf-8", errors="backslashreplace", newline="") as out:
+                    writer = csv.DictWriter(out, fieldnames=SUMMARY_FIELDS, extrasaction="ignore")
+                    writer.writeheader()
+                    for key in order:
+                        writer.writerow(_csv_cells(self._read_at(src, rows[key])))
+
+            def write_settings(tmp: str) -> None:
+                found = {
+                    sid: self._read_at(src, offset)["settings"] for sid, offset in settings.items()
+                }
+                Path(tmp).write_text(json.dumps(strict(found), indent=2) + "\n", encoding="utf-8")
+
+            atomic_write(self.folder / "summary.json", write_json)
+            atomic_write(self.folder / "summary.csv", write_csv)
+            atomic_write(self.folder / "settings.json", write_settings)
+
+    def adopt_summary(self) -> None:
+        """A folder whose journal is gone but whose summary.json is ours: its rows seed a new
+        journal, so that no earlier row vanishes."""
+        if self.path.exists():
+            return
+        try:
+            rows = json.loads((self.folder / "summary.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        if isinstance(rows, list):
+            self.append(
+                r for r in rows if isinstance(r, dict) and {"input", "settings_id"} <= set(r)
+            )
+
+
+def _well_formed(record: Any) -> bool:
+    """A row (input and settings id) or a settings line (settings id and settings)."""
+    if not isinstance(record, dict) or not isinstance(record.get("settings_id"), str):
+        return False
+    if "input" in record:
+        return isinstance(record["input"], str)
+    return isinstance(record.get("settings"), dict)
+
+
+def _csv_cells(row: dict) -> dict:
+    cells = {
+        **row,
+        "target": json.dumps(strict(row.get("target"))),
+        "top5": json.dumps(strict(row.get("top5", []))),
+        "outputs": json.dumps(row.get("outputs", {})),
+    }
+    return {k: neutral(v) for k, v in cells.items()}
 
 
 def neutral(cell: Any) -> Any:

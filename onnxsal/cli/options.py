@@ -1,6 +1,7 @@
 """Option bundles shared by commands, and the method options derived from the methods.
 
-One set of preprocessing flags serves explain, compare and convert. Every
+One set of preprocessing flags serves explain, compare and convert; one set of
+tensor flags (which input, which output, other inputs) explain and inspect. Every
 option a method declares (`Method.options`) becomes a flag of its own
 (`n_samples` -> `--n-samples`), so a new method needs no edit here; the
 numeric ones that cost time or memory per input are bounded, so that a typo
@@ -16,8 +17,9 @@ import click
 
 from onnxsal.cli.common import Numbers, bounded, option_value, options
 from onnxsal.images import DEFAULT_MAX_PIXELS
-from onnxsal.metadata import RESAMPLE
+from onnxsal.metadata import CHANNEL_ORDERS, LAYOUTS, RESAMPLE
 from onnxsal.methods import METHODS
+from onnxsal.pictures import DEFAULT_COLORMAP
 
 # A side of a model input beyond this is a typo (a 8192x8192 RGB input is 800 MB a batch).
 MAX_SIDE = 8192
@@ -30,8 +32,8 @@ LIMITS: dict[str, tuple[int, int]] = {
 }
 # Flags kept short for the options everyone uses.
 ALIASES = {"n_samples": ("--samples",)}
-CHANNEL_ORDERS = ("RGB", "BGR", "L")
-LAYOUTS = ("NCHW", "NHWC")
+# The preprocessing bundle's parameters, in the order commands receive them.
+PREPROCESS_FLAGS = ("size", "resize", "crop", "scale", "mean", "std", "layout", "channel_order")
 
 
 def preprocess_options(*, layout_default: str | None = None) -> Callable:
@@ -73,6 +75,32 @@ def preprocess_options(*, layout_default: str | None = None) -> Callable:
             help="Channel order the model takes (L: grayscale).",
         ),
     )
+
+
+tensor_options = options(
+    click.option("--input", "input_name", help="The input to explain (models with several)."),
+    click.option(
+        "--output",
+        "output_name",
+        help="The tensor explained: a model output or any tensor (default: the first float "
+        "output).",
+    ),
+    click.option(
+        "--feed",
+        multiple=True,
+        metavar="NAME=FILE.npy",
+        help="A value for another input of the model (repeatable); inputs then run one at a time.",
+    ),
+    click.option("--keep-softmax", is_flag=True, help="Explain the probability, not the logit."),
+)
+
+
+example_option = click.option(
+    "--example",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A sample (.npy/.npz/.csv) to measure the model's output shapes on, for models whose "
+    "input sizes are dynamic.",
+)
 
 
 def max_pixels_option(fn: Callable) -> Callable:
@@ -147,9 +175,15 @@ def method_option_values(given: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in given.items() if k in names and v is not None}
 
 
+def preprocess_values(flags: dict[str, Any]) -> dict[str, Any]:
+    """The preprocessing bundle's values among a command's parameters (taken out)."""
+    return {name: flags.pop(name) for name in PREPROCESS_FLAGS}
+
+
 def preprocessing(ex, *, size, resize, crop, scale, mean, std, layout, channel_order) -> Any:
     """The model's recorded preprocessing, flags overriding; for models without metadata,
-    channels and layout follow the input's shape."""
+    channels and layout follow the input's shape. A recipe whose pictures cannot fit the
+    model's input is refused here, once, naming the flags."""
     from onnxsal.images import with_overrides
 
     order = channel_order
@@ -162,7 +196,7 @@ def preprocessing(ex, *, size, resize, crop, scale, mean, std, layout, channel_o
         width = 1 if channels == 1 else 3
         mean = mean or (0.0,) * width
         std = std or (1.0,) * width
-    return with_overrides(
+    recipe = with_overrides(
         ex.preprocess,
         size=size,
         resize=resize,
@@ -173,12 +207,42 @@ def preprocessing(ex, *, size, resize, crop, scale, mean, std, layout, channel_o
         layout=layout,
         channel_order=order,
     )
+    _check_fits(recipe, ex.input_shape)
+    return recipe
+
+
+def _check_fits(recipe: Any, dims: tuple) -> None:
+    """Pictures made by `recipe` must have the input's rank and its fixed sizes."""
+    from onnxsal.errors import OptionError
+
+    channels = 1 if recipe.channel_order == "L" else 3
+    h, w = recipe.size
+    made = (channels, h, w) if recipe.layout == "NCHW" else (h, w, channels)
+    if not dims:
+        return
+    if len(dims) != 4:
+        raise OptionError(
+            f"the model's input has {len(dims)} axes {list(dims)}, not a batch of pictures; "
+            "give samples as .npy/.npz/.csv files."
+        )
+    for got, want, flag_name in zip(made, dims[1:], _flags_of_axes(recipe.layout)):
+        if isinstance(want, int) and got != want:
+            raise OptionError(
+                f"pictures would be {recipe.layout} {[1, *made]} but the model's input is "
+                f"{list(dims)}: check {flag_name}."
+            )
+
+
+def _flags_of_axes(layout: str) -> tuple[str, str, str]:
+    channels = "--channel-order (L: 1 channel, RGB/BGR: 3) or --layout"
+    size = "--size (H,W) or --layout"
+    return (channels, size, size) if layout == "NCHW" else (size, size, channels)
 
 
 def colormap_option(fn: Callable) -> Callable:
     return click.option(
         "--colormap",
-        default="inferno",
+        default=DEFAULT_COLORMAP,
         show_default=True,
         callback=_known_colormap,
         help="Any colormap name cmap knows (viridis, magma, gray...).",

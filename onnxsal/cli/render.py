@@ -15,10 +15,21 @@ import numpy as np
 from PIL import Image
 
 from onnxsal.cli.files import atomic_write
-from onnxsal.pictures import colorize, feature_bars, heat_map, overlay, panel, signal_trace, to_map
+from onnxsal.pictures import (
+    DEFAULT_COLORMAP,
+    colorize,
+    feature_bars,
+    heat_map,
+    overlay,
+    panel,
+    signal_trace,
+    to_map,
+)
 
 # 1-D attributions up to this length are drawn as bars (features), longer ones as a signal
 MAX_BARS = 64
+RAW_FORMATS = ("npy", "npz")  # formats that keep the raw attribution beside the pictures
+FORMATS = ("png", *RAW_FORMATS)
 
 
 @dataclass
@@ -37,11 +48,11 @@ class Item:
 class Drawing:
     """What to write for each input and how it looks (part of a run's settings)."""
 
-    fmt: str = "png"  # "npy" / "npz" also keep the raw attribution
+    fmt: str = "png"  # one of RAW_FORMATS also keeps the raw attribution
     overlay: bool = True
     panel: bool = False
     original_size: bool = False
-    colormap: str = "inferno"
+    colormap: str = DEFAULT_COLORMAP
     alpha: float = 0.6
     reduce: str = "max"
 
@@ -55,7 +66,7 @@ class Drawing:
             out["overlay"] = stem.with_name(f"{stem.name}.overlay.png")
             if self.panel:
                 out["panel"] = stem.with_name(f"{stem.name}.panel.png")
-        fmt = self.fmt if self.fmt in ("npy", "npz") else None if picture else "npy"
+        fmt = self.fmt if self.fmt in RAW_FORMATS else None if picture else "npy"
         if fmt is not None:
             out["raw"] = stem.with_name(f"{stem.name}.attribution.{fmt}")
         return out

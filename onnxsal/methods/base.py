@@ -8,6 +8,7 @@ batch and returns every output it asked for, and `scores(...)` (forward only).
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
@@ -72,6 +73,18 @@ class Request:
         inputs = feeds.repeat(self.inputs, repeats)
         chosen = target if target is not None else self.target.repeat(repeats)
         return replace(self, x=x, target=chosen, inputs=inputs)
+
+
+def sample_rngs(x: np.ndarray, seed: int | None) -> list[np.random.Generator]:
+    """One random stream per sample, seeded by `seed` and the sample's own values: what a
+    sample draws never depends on the other samples of its batch, nor on its place there
+    (a folder explained in parts, or resumed, gives the same maps). seed=None: fresh."""
+    if seed is None:
+        return [np.random.default_rng() for _ in range(len(x))]
+    return [
+        np.random.default_rng([seed, zlib.crc32(np.ascontiguousarray(sample).tobytes())])
+        for sample in x
+    ]
 
 
 def positive_int(value: Any, what: str) -> int:

@@ -22,6 +22,7 @@ from onnxsal.methods.base import (
     positive_int,
     resolve_targets,
     sample_groups,
+    sample_rngs,
     scores,
 )
 from onnxsal.postprocess import spatial_axes
@@ -65,11 +66,11 @@ def make_baseline(
         return np.zeros_like(x)
     if isinstance(baseline, str):
         if baseline == "uniform":  # uniform noise over each sample's value range
-            rng = np.random.default_rng(seed)
             flat = x.reshape(x.shape[0], -1)
             lo = flat.min(axis=1).reshape(-1, *([1] * (x.ndim - 1)))
             hi = flat.max(axis=1).reshape(-1, *([1] * (x.ndim - 1)))
-            return (lo + (hi - lo) * rng.random(x.shape)).astype(x.dtype)
+            draws = np.stack([rng.random(x.shape[1:]) for rng in sample_rngs(x, seed)])
+            return (lo + (hi - lo) * draws).astype(x.dtype)
         if baseline == "blur":
             return _gaussian_blur(x, layout, blur_sigma)
         raise OptionError(

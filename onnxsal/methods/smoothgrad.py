@@ -22,24 +22,21 @@ from onnxsal.methods.base import (
     positive_int,
     resolve_targets,
     sample_groups,
+    sample_rngs,
 )
 from onnxsal.runner import Runner
 
 VARIANTS = ("mean", "squared", "var")
 
 
-def noise_for(
-    x: np.ndarray, n_samples: int, noise: float, seed: int | np.random.Generator | None
-) -> np.ndarray:
-    """(N * n_samples, ...) Gaussian noise, sample-major (copies of sample 0 first).
-
-    Pass one Generator for consecutive groups of samples: the draws are then
-    the same as for the whole batch at once, whatever the batch size.
-    """
-    rng = np.random.default_rng(seed)
+def noise_for(x: np.ndarray, n_samples: int, noise: float, seed: int | None) -> np.ndarray:
+    """(N * n_samples, ...) Gaussian noise, sample-major (copies of sample 0 first); each
+    sample's noise comes from its own stream (see `sample_rngs`)."""
     flat = x.reshape(x.shape[0], -1)
     sigma = noise * (flat.max(axis=1) - flat.min(axis=1))
-    draws = rng.standard_normal((x.shape[0], n_samples, *x.shape[1:]))
+    draws = np.stack(
+        [rng.standard_normal((n_samples, *x.shape[1:])) for rng in sample_rngs(x, seed)]
+    )
     draws *= sigma.reshape(-1, 1, *([1] * (x.ndim - 1)))
     return draws.reshape(-1, *x.shape[1:]).astype(x.dtype)
 
@@ -69,11 +66,10 @@ class SmoothGrad(Method):
         if base_method.name == self.name:
             raise OptionError("SmoothGrad cannot be its own base method.")
         target = resolve_targets(runner, req)
-        rng = np.random.default_rng(seed)
         pieces, scores, chosen = [], [], []
         for start, stop, sub in sample_groups(req, n_samples):
             x = sub.x
-            noisy = np.repeat(x, n_samples, axis=0) + noise_for(x, n_samples, noise, rng)
+            noisy = np.repeat(x, n_samples, axis=0) + noise_for(x, n_samples, noise, seed)
             expanded = sub.with_x(noisy, n_samples, target.slice(start, stop).repeat(n_samples))
             result = base_method.explain(runner, expanded, **base_options)
             maps = result.attribution.reshape(stop - start, n_samples, *x.shape[1:])
