@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from onnxsal import feeds, runtime
-from onnxsal.errors import InputError, first_line
+from onnxsal import feeds, openvino_runtime, runtime
+from onnxsal.errors import InputError, OnnxsalError, first_line
 from onnxsal.feeds import Extra
 from onnxsal.graph.layers import LayerIndex
 from onnxsal.graph.specialise import Specialised, input_key, needs_specialising, specialise
@@ -83,9 +83,16 @@ class Runner:
             self._variants[key] = same[0] if same else made
         return self._variants[key]
 
+    def _open(self, model_bytes: bytes) -> Any:
+        """A session of the chosen runtime: onnxruntime, or OpenVINO when asked for."""
+        if self.requested == [runtime.OPENVINO]:
+            threads = getattr(self.options, "intra_op_num_threads", 0) or 0
+            return openvino_runtime.Session(model_bytes, threads)
+        return runtime.session(model_bytes, self.requested, self.options)
+
     def _session(self, g: SaliencyGraph) -> Any:
         if g.session is None:
-            g.session = runtime.session(g.model.SerializeToString(), self.requested, self.options)
+            g.session = self._open(g.model.SerializeToString())
             self.active = g.session.get_providers()
         return g.session
 
@@ -146,9 +153,7 @@ class Runner:
         key = tuple(names)
         if key not in self._readers:
             proto = with_outputs(self.model, names)
-            self._readers[key] = runtime.session(
-                proto.SerializeToString(), self.requested, self.options
-            )
+            self._readers[key] = self._open(proto.SerializeToString())
         return self._chunks(
             self._readers[key],
             self.facts.input_name,
@@ -181,9 +186,11 @@ class Runner:
                 feed[key] = value if axis is None else feeds.pad(value, pad, axis)
             try:
                 results = session.run(names, feed)
-            except Exception as exc:  # onnxruntime's own errors: one line, the input blamed
+            except OnnxsalError:
+                raise
+            except Exception as exc:  # the runtime's own errors: one line, the input blamed
                 raise InputError(
-                    f"onnxruntime could not run the model on this input (batch of "
+                    f"{_runtime_name(session)} could not run the model on this input (batch of "
                     f"{stop - start}, shape {list(x.shape[1:])} per sample): {first_line(exc)}"
                 ) from exc
             for name, value in zip(names, results):
@@ -193,3 +200,7 @@ class Runner:
             name: chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=axes.get(name, 0))
             for name, chunks in parts.items()
         }
+
+
+def _runtime_name(session: Any) -> str:
+    return "OpenVINO" if isinstance(session, openvino_runtime.Session) else "onnxruntime"

@@ -9,6 +9,7 @@ silently when the CUDA libraries or the device are missing).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import warnings
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from onnxsal.errors import OnnxsalWarning, OptionError, RuntimeUnavailableError
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+OPENVINO = "OpenVINO"  # not an onnxruntime provider: a runtime of its own (openvino_runtime)
 
 ProviderSpec = str | tuple[str, dict[str, Any]]
 
@@ -83,14 +85,28 @@ def resolve_providers(providers: Sequence[ProviderSpec] | None) -> list[Provider
             )
         return list(default_providers())
     chosen = [providers] if isinstance(providers, str) else list(providers)
+    if any(_name(p).lower() == OPENVINO.lower() for p in chosen):
+        if len(chosen) > 1:
+            raise OptionError(
+                "OpenVINO runs the whole graph itself: give it alone (providers=['openvino'])."
+            )
+        if importlib.util.find_spec("openvino") is None:
+            raise RuntimeUnavailableError(
+                "OpenVINO is not installed: pip install 'onnxsal[openvino]'."
+            )
+        return [OPENVINO]
     known = ort().get_all_providers()
     for provider in chosen:
-        name = provider[0] if isinstance(provider, tuple) and provider else provider
+        name = _name(provider)
         if name not in known:
             raise OptionError(
                 f"Unknown execution provider {name!r}; onnxruntime knows: {', '.join(known)}."
             )
     return chosen
+
+
+def _name(provider: ProviderSpec) -> str:
+    return provider[0] if isinstance(provider, tuple) and provider else provider
 
 
 def session(

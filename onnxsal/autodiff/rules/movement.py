@@ -175,7 +175,13 @@ def slice_(ctx: Ctx):
     begin = b.Min(b.Max(begin, b.ints(0)), dims)
     taken = b.Gather(b.shape(ctx.y[0]), axes, axis=0)
     end = b.Sub(b.Sub(dims, begin), taken)
-    return [b.Pad(g, b.Concat(begin, end, axis=0), None, axes)]
+    if x.shape is None:
+        return [b.Pad(g, b.Concat(begin, end, axis=0), None, axes)]
+    # pads for every axis rather than Pad's axes input: OpenVINO misreads that input when
+    # the pads are computed at run time
+    zeros = b.ints([0] * len(x.shape))
+    every = [b.ScatterElements(zeros, axes, v, axis=0) for v in (begin, end)]
+    return [b.Pad(g, b.Concat(*every, axis=0))]
 
 
 @wrt(0)

@@ -1,0 +1,129 @@
+"""OpenVINO as a second runtime: the same parity oracles as onnxruntime, and its doors.
+
+Every architecture, both torch exporters, vanilla/guided/deconv against the float64
+oracles of test_architectures (torch autograd, Captum, the hook oracle) at the same
+tolerance; the sampling and layer methods against onnxruntime; the errors a user meets.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+import onnxsal
+from onnxsal import runtime
+from tests import oracles
+from tests.conftest import EXPORTERS
+from tests.support import rel_l2
+from tests.test_architectures import ARCHS, RELU_ONLY, _inputs, _reference_model
+
+pytest.importorskip("openvino")
+CASES = [(a, e) for a in ARCHS for e in EXPORTERS]
+
+
+@pytest.fixture(scope="module")
+def on_openvino(exported):
+    """The Explainer of an exported architecture, on OpenVINO (one per case)."""
+    cache: dict = {}
+
+    def get(arch: str, exporter: str):
+        if (arch, exporter) not in cache:
+            model, path, _ = exported(arch, exporter)
+            cache[arch, exporter] = (model, onnxsal.Explainer(path, providers="openvino"))
+        return cache[arch, exporter]
+
+    return get
+
+
+@pytest.mark.parametrize("method", ["vanilla", "guided", "deconv"])
+@pytest.mark.parametrize(("arch", "exporter"), CASES)
+def test_openvino_matches_the_oracles(on_openvino, arch, exporter, method):
+    model, ex = on_openvino(arch, exporter)
+    x = _inputs(4)
+    model = _reference_model(model)
+    target = oracles.logits64(model, x).argmax(1).numpy()
+    got = ex.explain(x, method, target)
+    if method == "vanilla":
+        ref = oracles.vanilla(model, x, target)
+    elif arch in RELU_ONLY:
+        ref = oracles.captum(method, model, x, target)
+    else:
+        ref = oracles.hooked(method, model, x, target)
+    assert got.dtype == np.float32 and got.shape == x.shape
+    assert rel_l2(got, ref) <= 1e-4
+    assert ex.providers == [runtime.OPENVINO]
+
+
+@pytest.mark.parametrize(
+    "method, options",
+    [
+        ("smoothgrad", dict(n_samples=4, seed=0)),
+        ("integrated_gradients", dict(steps=8)),
+        ("gradcam", {}),
+        ("simple_fullgrad", {}),
+    ],
+)
+def test_methods_of_several_passes_agree_with_onnxruntime(exported, on_openvino, method, options):
+    _, _, on_ort = exported("resnet", "dynamo")
+    _, on_ov = on_openvino("resnet", "dynamo")
+    x = _inputs(5, 2)
+    want = on_ort.explain(x, method, [1, 2], **options)
+    assert rel_l2(on_ov.explain(x, method, [1, 2], **options), want) <= 1e-4
+
+
+def test_batch_shapes_compile_once_each(exported):
+    """A run's full batches and its last, shorter one: one compiled model each."""
+    _, path, on_ort = exported("vgg", "dynamo")
+    ex = onnxsal.Explainer(path, providers="openvino")
+    x = _inputs(6, 5)
+    ex.explain(x, "vanilla", batch_size=2)
+    compiled = [len(g.session._compiled) for g in ex._runner._graphs.values() if g.session]
+    assert max(compiled) == 2, compiled  # batches of 2, 2 and 1
+    assert rel_l2(ex.explain(x, "vanilla", batch_size=2), on_ort.explain(x, "vanilla")) <= 1e-4
+
+
+def test_openvino_alone_or_not_at_all(exported):
+    _, path, _ = exported("vgg", "dynamo")
+    with pytest.raises(onnxsal.OptionError, match="alone"):
+        onnxsal.Explainer(path, providers=["openvino", "CPUExecutionProvider"])
+
+
+def test_a_missing_openvino_says_how_to_install_it(exported, monkeypatch):
+    _, path, _ = exported("vgg", "dynamo")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a)
+    )
+    with pytest.raises(onnxsal.OnnxsalError, match=r"onnxsal\[openvino\]"):
+        onnxsal.Explainer(path, providers="openvino")
+
+
+def test_the_command_line_takes_openvino(tmp_path):
+    from click.testing import CliRunner
+
+    from onnxsal.cli import main
+
+    x = np.random.default_rng(0).random((2, 1, 32, 32)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "o"
+    result = CliRunner().invoke(
+        main,
+        [
+            "explain",
+            "digits-cnn",
+            str(tmp_path / "x.npy"),
+            "-o",
+            str(out),
+            "--providers",
+            "openvino",
+            "--format",
+            "npy",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    ex = onnxsal.Explainer("digits-cnn")
+    for k in range(2):
+        (saved,) = out.glob(f"x.npy.{k}.vanilla.*.attribution.npy")
+        assert rel_l2(np.load(saved), ex.explain(x[k : k + 1])[0]) <= 1e-5
