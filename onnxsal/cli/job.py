@@ -4,8 +4,8 @@ Inputs are pictures, or samples in .npy/.npz/.csv files (a file of several
 samples gives one input per sample, `NAME.ROW`). They are batched through the
 model; each finished batch's files are written whole (see `files`) and its
 rows appended to the folder's journal (see `journal`) before the next batch.
-Memory holds one batch of inputs, and per input of the run a task (a few
-hundred bytes) and its entry in the journal's index.
+Memory holds one batch of inputs, and per input of the run a task and its
+entry in the journal's index (about 2 KB together).
 
 Output names: `NAME.METHOD.SETTINGS.KIND.EXT` under the folder, where NAME is
 the input's path relative to the folder it was found in, extension kept
