@@ -1,12 +1,15 @@
 """onnxsal vs onnxruntime forward vs PyTorch + Captum, same models, same thread count.
 
-    python benchmarks/bench_engine.py [--threads 2] [--batches 1 8] [--models ...] [--quick]
+    python benchmarks/bench_engine.py [--threads 2] [--batches 1 8] [--models ...]
 
 For each architecture at 224x224 (the parity-test architectures plus
 EfficientNet-Lite0 with its real weights) and each batch size, one run
 measures: onnxruntime forward; onnxsal vanilla and guided (gradient graph
-incl. its forward); torch forward; Captum Saliency and GuidedBackprop.
-Times are medians; ratios are printed as a Markdown table with the machine.
+incl. its forward) on onnxruntime and, when installed, on OpenVINO; torch
+forward; Captum Saliency and GuidedBackprop. Also the cold build (the first
+`explain` call: gradient graph built, session made, first batch run) per
+runtime. Times are medians; ratios are printed as a Markdown table with the
+machine. "best" is the faster runtime of the two for that model and batch.
 """
 
 from __future__ import annotations
@@ -102,29 +105,50 @@ def main() -> None:
         f"torch {torch.__version__}, onnxsal {onnxsal.__version__}\n"
     )
     header = (
-        "| model | batch | ORT fwd ms | onnxsal vanilla ms | guided ms | torch fwd ms | "
-        "Captum Saliency ms | Captum GuidedBP ms | vanilla / ORT fwd | Captum Sal. / "
-        "vanilla | Captum GBP / guided |"
+        "| model | batch | ORT fwd ms | vanilla ORT ms | guided ORT ms | vanilla OV ms | "
+        "guided OV ms | torch fwd ms | Captum Saliency ms | Captum GuidedBP ms | "
+        "best vanilla / ORT fwd | best guided / ORT fwd | best vanilla / Captum Sal. | "
+        "cold first call ORT / OV s |"
     )
     print(header)
-    print("|---" * 11 + "|")
+    print("|---" * 14 + "|")
     tmp = Path(tempfile.mkdtemp())
     for name, model in _models(args.models):
         path = str(tmp / f"{name}.onnx")
         export(model, torch.randn(2, 3, 224, 224), path, dynamo=True, opset=None)
         for batch in args.batches:
-            ms = _measure(model, path, batch, options, args.budget)
-            t_fwd, t_van, t_gui, _, t_sal, t_gbp = ms
+            ms, cold = _measure(model, path, batch, options, args.budget)
+            t_fwd, t_van, t_gui, o_van, o_gui, _, t_sal, _ = ms
+            van, gui = min(t_van, o_van), min(t_gui, o_gui)
             print(
                 f"| {name} | {batch} | "
-                + " | ".join(f"{m:.1f}" for m in ms)
-                + f" | {t_van / t_fwd:.2f} | {t_sal / t_van:.2f} | {t_gbp / t_gui:.2f} |",
+                + " | ".join("–" if m != m else f"{m:.1f}" for m in ms)
+                + f" | {van / t_fwd:.2f} | {gui / t_fwd:.2f} | {van / t_sal:.2f} | "
+                + " / ".join("–" if c != c else f"{c:.2f}" for c in cold)
+                + " |",
                 flush=True,
             )
 
 
-def _measure(model, path: str, batch: int, options, budget: float) -> list[float]:
-    """Milliseconds: ORT forward, onnxsal vanilla, guided, torch forward, Captum x2."""
+def _openvino_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
+def _cold(path: str, options, providers, x, target) -> float:
+    """Seconds of a first explain call on a fresh Explainer (build, session, one batch)."""
+    import onnxsal
+
+    ex = onnxsal.Explainer(path, session_options=options, providers=providers)
+    started = time.perf_counter()
+    ex.explain(x, "vanilla", target, batch_size=None)
+    return time.perf_counter() - started
+
+
+def _measure(model, path: str, batch: int, options, budget: float):
+    """Milliseconds: ORT forward, onnxsal vanilla and guided on ORT and on OpenVINO (NaN
+    without it), torch forward, Captum x2; and the cold first call's seconds per runtime."""
     import onnxruntime as ort
     import torch
     from captum.attr import GuidedBackprop, Saliency
@@ -133,6 +157,8 @@ def _measure(model, path: str, batch: int, options, budget: float) -> list[float
 
     fwd = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
     ex = onnxsal.Explainer(path, session_options=options)
+    ov = _openvino_installed()
+    on_ov = onnxsal.Explainer(path, session_options=options, providers="openvino") if ov else None
     x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)
     feed = {fwd.get_inputs()[0].name: x}
     target = np.zeros(batch, dtype=np.int64)
@@ -143,15 +169,25 @@ def _measure(model, path: str, batch: int, options, budget: float) -> list[float
         with torch.no_grad():
             model(xt)
 
+    def on(explainer, method):
+        if explainer is None:
+            return None
+        return lambda: explainer.explain(x, method, target, batch_size=None)
+
+    cold = [_cold(path, options, None, x, target)]
+    cold.append(_cold(path, options, "openvino", x, target) if ov else float("nan"))
     runs = [
         lambda: fwd.run(None, feed),
-        lambda: ex.explain(x, "vanilla", target, batch_size=None),
-        lambda: ex.explain(x, "guided", target, batch_size=None),
+        on(ex, "vanilla"),
+        on(ex, "guided"),
+        on(on_ov, "vanilla"),
+        on(on_ov, "guided"),
         torch_forward,
         lambda: sal.attribute(xt.clone().requires_grad_(), target=tt, abs=False),
         lambda: gbp.attribute(xt.clone().requires_grad_(), target=tt),
     ]
-    return [1e3 * _median_time(run, budget) for run in runs]
+    ms = [float("nan") if run is None else 1e3 * _median_time(run, budget) for run in runs]
+    return ms, cold
 
 
 if __name__ == "__main__":

@@ -69,6 +69,26 @@ def test_max_pool(case, seed):
     )
 
 
+@given(case=pool_cases(), seed=seeds)
+def test_max_pool_with_ties_everywhere(case, seed):
+    """Values of 0, 1 and 2 only (as after a ReLU and coarse quantisation): most windows
+    tie, and each must route to torch's first maximum in every configuration."""
+    r, k, s, d, pads, size, ceil = case
+    x = np.round(np.maximum(_randn(np.random.default_rng(seed), 2, 3, *size), 0))
+    attrs = {"kernel_shape": k, "strides": s, "dilations": d, "pads": pads, "ceil_mode": ceil}
+    model = one_op_model("MaxPool", [("x", x, True)], attrs)
+    try:
+        expected = _max_pool_reference(torch.tensor(x), r, k, s, d, pads, ceil)
+    except RuntimeError:
+        assume(False)
+    from tests.support import run
+
+    assume(tuple(expected.shape) == run(model, {"x": x})[0].shape)
+    check_against_torch(
+        model, {"x": x}, lambda x: _max_pool_reference(x, r, k, s, d, pads, ceil), ["x"]
+    )
+
+
 def test_max_pool_ties_go_to_the_first_maximum():
     """After a ReLU whole windows are 0: the gradient goes to one winner, as in torch."""
     x = np.zeros((1, 1, 5, 5), np.float32)
