@@ -40,7 +40,16 @@ def _cpu_name() -> str:
 
 
 def session_options(threads: int):
-    """onnxruntime options every benchmark uses: `threads` intra-op threads, quiet."""
+    """onnxsal's own session options with `threads` intra-op threads (for onnxsal)."""
+    from onnxsal.runtime import session_options as onnxsal_options
+
+    options = onnxsal_options(threads)
+    options.inter_op_num_threads = 1
+    return options
+
+
+def forward_options(threads: int):
+    """onnxruntime's defaults with `threads` intra-op threads (for the plain forward)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -155,7 +164,8 @@ def _measure(model, path: str, batch: int, options, budget: float):
 
     import onnxsal
 
-    fwd = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+    plain = forward_options(options.intra_op_num_threads)
+    fwd = ort.InferenceSession(path, sess_options=plain, providers=["CPUExecutionProvider"])
     ex = onnxsal.Explainer(path, session_options=options)
     ov = _openvino_installed()
     on_ov = onnxsal.Explainer(path, session_options=options, providers="openvino") if ov else None

@@ -87,16 +87,18 @@ def child(kind: str, batch: int, threads: int) -> None:
 
     import onnxsal
     from onnxsal.models import locate
+    from onnxsal.runtime import session_options
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    if kind == "ort-forward":
+    if kind == "ort-forward":  # onnxruntime's own defaults
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
         session = ort.InferenceSession(str(locate("efficientnet-lite0")), options)
         name = session.get_inputs()[0].name
         for _ in range(2):
             session.run(None, {name: x})
         return
     providers = "openvino" if kind == "onnxsal-openvino" else None
+    options = session_options(threads)
     ex = onnxsal.Explainer("efficientnet-lite0", session_options=options, providers=providers)
     for _ in range(2):
         ex.explain(x, "vanilla", target, batch_size=None)

@@ -67,7 +67,8 @@ class Explainer:
             tensor ends in Softmax/LogSoftmax/Sigmoid (default: the logit, as Captum and
             keras-vis do).
         providers: onnxruntime execution providers; None picks CUDA when available.
-        session_options: an onnxruntime.SessionOptions for every session.
+        session_options: an onnxruntime.SessionOptions for every session (start from
+            onnxsal.runtime.session_options() to keep onnxsal's defaults).
         verify: check an opset upgrade against the original model.
     """
 
