@@ -21,7 +21,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.bench_engine import _cpu_name, _median_time, _models, session_options
+from benchmarks.bench_engine import (
+    _cpu_name,
+    _median_time,
+    _models,
+    _openvino_installed,
+    session_options,
+)
 
 
 def main() -> None:
@@ -47,39 +53,53 @@ def main() -> None:
         f"torch {torch.__version__}; batch 1, {s} samples/steps, 224x224\n"
     )
     print(
-        "| model | method | onnxsal ms | Captum ms (best internal batch) | onnxsal / Captum | "
-        f"plain gradient of {s} inputs ms | throughput ratio |"
+        "| model | method | runtime | onnxsal ms | Captum ms (best internal batch) | "
+        f"onnxsal / Captum | plain gradient of {s} inputs ms | throughput ratio |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
+    runtimes = {"onnxruntime": None}
+    if _openvino_installed():
+        runtimes["OpenVINO"] = "openvino"
     tmp = Path(tempfile.mkdtemp())
     for name, model in _models(args.models):
         path = str(tmp / f"{name}.onnx")
         export(model, torch.randn(2, 3, 224, 224), path, dynamo=True)
-        ex = onnxsal.Explainer(path, session_options=options)
-        plain, sg, ig, best_nt, best_ig = _measure(ex, model, s, args.budget)
-        for label, ours, theirs in (("SmoothGrad", sg, best_nt), ("IG", ig, best_ig)):
-            print(
-                f"| {name} | {label} | {1e3 * ours:.0f} | {1e3 * theirs:.0f} | "
-                f"{ours / theirs:.2f} | {1e3 * plain:.0f} | {ours / plain:.2f} |",
-                flush=True,
-            )
+        best_nt, best_ig = _captum(model, s, args.budget)
+        for runtime, providers in runtimes.items():
+            ex = onnxsal.Explainer(path, session_options=options, providers=providers)
+            plain, sg, ig = _measure(ex, s, args.budget)
+            for label, ours, theirs in (("SmoothGrad", sg, best_nt), ("IG", ig, best_ig)):
+                print(
+                    f"| {name} | {label} | {runtime} | {1e3 * ours:.0f} | {1e3 * theirs:.0f} | "
+                    f"{ours / theirs:.2f} | {1e3 * plain:.0f} | {ours / plain:.2f} |",
+                    flush=True,
+                )
 
 
-def _measure(ex, model, s: int, budget: float) -> list[float]:
-    """Seconds: plain gradient of s inputs, SmoothGrad, IG, best Captum NoiseTunnel, best IG."""
-    import torch
-    from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
+def _input() -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
 
-    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
-    xs, xt = np.repeat(x, s, axis=0), torch.tensor(x)
-    nt, igc = NoiseTunnel(Saliency(model)), IntegratedGradients(model)
-    ours = [
+
+def _measure(ex, s: int, budget: float) -> list[float]:
+    """Seconds: plain gradient of s inputs, SmoothGrad, IG."""
+    x = _input()
+    xs = np.repeat(x, s, axis=0)
+    return [
         _median_time(lambda: ex.explain(xs, "vanilla", 0, batch_size=s), budget),
         _median_time(lambda: ex.explain(x, "smoothgrad", 0, n_samples=s, batch_size=s), budget),
         _median_time(
             lambda: ex.explain(x, "integrated_gradients", 0, steps=s, batch_size=s), budget
         ),
     ]
+
+
+def _captum(model, s: int, budget: float) -> list[float]:
+    """Seconds: best Captum NoiseTunnel(Saliency) and best IG over internal batch sizes."""
+    import torch
+    from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
+
+    xt = torch.tensor(_input())
+    nt, igc = NoiseTunnel(Saliency(model)), IntegratedGradients(model)
 
     def noise_tunnel(b: int) -> float:
         return _median_time(
@@ -101,7 +121,7 @@ def _measure(ex, model, s: int, budget: float) -> list[float]:
         )
 
     sizes = (10, 25, 50)
-    return [*ours, min(map(noise_tunnel, sizes)), min(map(captum_ig, sizes))]
+    return [min(map(noise_tunnel, sizes)), min(map(captum_ig, sizes))]
 
 
 if __name__ == "__main__":
