@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from onnxsal import feeds, openvino_runtime, runtime
+from onnxsal import fastest_runtime, feeds, openvino_runtime, runtime
 from onnxsal.errors import InputError, OnnxsalError, first_line
 from onnxsal.feeds import Extra
 from onnxsal.graph.layers import LayerIndex
@@ -84,10 +84,12 @@ class Runner:
         return self._variants[key]
 
     def _open(self, model_bytes: bytes) -> Any:
-        """A session of the chosen runtime: onnxruntime, or OpenVINO when asked for."""
+        """A session of the chosen runtime: onnxruntime, OpenVINO, or the faster of the two."""
+        threads = getattr(self.options, "intra_op_num_threads", 0) or 0
         if self.requested == [runtime.OPENVINO]:
-            threads = getattr(self.options, "intra_op_num_threads", 0) or 0
             return openvino_runtime.Session(model_bytes, threads)
+        if self.requested == [runtime.FASTEST]:
+            return fastest_runtime.Session(model_bytes, self.options, threads)
         return runtime.session(model_bytes, self.requested, self.options)
 
     def _session(self, g: SaliencyGraph) -> Any:
@@ -186,6 +188,7 @@ class Runner:
                 feed[key] = value if axis is None else feeds.pad(value, pad, axis)
             try:
                 results = session.run(names, feed)
+                self.active = session.get_providers()  # "fastest" knows after its first run
             except OnnxsalError:
                 raise
             except Exception as exc:  # the runtime's own errors: one line, the input blamed

@@ -21,6 +21,8 @@ from onnxsal.errors import OnnxsalWarning, OptionError, RuntimeUnavailableError
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 OPENVINO = "OpenVINO"  # not an onnxruntime provider: a runtime of its own (openvino_runtime)
+FASTEST = "fastest"  # onnxruntime or OpenVINO, measured per graph (fastest_runtime)
+RUNTIMES = (OPENVINO, FASTEST)  # runtimes that run a whole graph, given alone
 
 ProviderSpec = str | tuple[str, dict[str, Any]]
 
@@ -85,16 +87,20 @@ def resolve_providers(providers: Sequence[ProviderSpec] | None) -> list[Provider
             )
         return list(default_providers())
     chosen = [providers] if isinstance(providers, str) else list(providers)
-    if any(_name(p).lower() == OPENVINO.lower() for p in chosen):
+    for whole in RUNTIMES:
+        if not any(_name(p).lower() == whole.lower() for p in chosen):
+            continue
         if len(chosen) > 1:
             raise OptionError(
-                "OpenVINO runs the whole graph itself: give it alone (providers=['openvino'])."
+                f"'{whole.lower()}' chooses the runtime of the whole graph: give it alone "
+                f"(providers=['{whole.lower()}'])."
             )
         if importlib.util.find_spec("openvino") is None:
             raise RuntimeUnavailableError(
-                "OpenVINO is not installed: pip install 'onnxsal[openvino]'."
+                f"'{whole.lower()}' needs OpenVINO, which is not installed: "
+                "pip install 'onnxsal[openvino]'."
             )
-        return [OPENVINO]
+        return [whole]
     known = ort().get_all_providers()
     for provider in chosen:
         name = _name(provider)

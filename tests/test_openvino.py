@@ -84,23 +84,19 @@ def test_batch_shapes_compile_once_each(exported):
     assert rel_l2(ex.explain(x, "vanilla", batch_size=2), on_ort.explain(x, "vanilla")) <= 1e-4
 
 
-def test_openvino_alone_or_not_at_all(exported):
-    _, path, _ = exported("vgg", "dynamo")
-    with pytest.raises(onnxsal.OptionError, match="alone"):
-        onnxsal.Explainer(path, providers=["openvino", "CPUExecutionProvider"])
-
-
-def test_a_missing_openvino_says_how_to_install_it(exported, monkeypatch):
+@pytest.mark.parametrize("name", ["openvino", "fastest"])
+def test_a_missing_openvino_says_how_to_install_it(exported, monkeypatch, name):
     _, path, _ = exported("vgg", "dynamo")
     real = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a)
     )
     with pytest.raises(onnxsal.OnnxsalError, match=r"onnxsal\[openvino\]"):
-        onnxsal.Explainer(path, providers="openvino")
+        onnxsal.Explainer(path, providers=name)
 
 
-def test_the_command_line_takes_openvino(tmp_path):
+@pytest.mark.parametrize("name", ["openvino", "fastest"])
+def test_the_command_line_takes_the_runtime(tmp_path, name):
     from click.testing import CliRunner
 
     from onnxsal.cli import main
@@ -117,7 +113,7 @@ def test_the_command_line_takes_openvino(tmp_path):
             "-o",
             str(out),
             "--providers",
-            "openvino",
+            name,
             "--format",
             "npy",
         ],
@@ -127,3 +123,37 @@ def test_the_command_line_takes_openvino(tmp_path):
     for k in range(2):
         (saved,) = out.glob(f"x.npy.{k}.vanilla.*.attribution.npy")
         assert rel_l2(np.load(saved), ex.explain(x[k : k + 1])[0]) <= 1e-5
+
+
+def test_fastest_picks_a_runtime_per_graph_and_keeps_its_maps(exported):
+    _, path, on_ort = exported("mobilenet", "dynamo")
+    ex = onnxsal.Explainer(path, providers="fastest")
+    x = _inputs(7, 2)
+    assert rel_l2(ex.explain(x, "vanilla", [0, 1]), on_ort.explain(x, "vanilla", [0, 1])) <= 1e-4
+    assert ex.providers in ([runtime.OPENVINO], [runtime.CPU])
+    (chooser,) = [g.session for g in ex._runner._graphs.values() if g.session is not None]
+    assert set(chooser.seconds) == {"onnxruntime", runtime.OPENVINO}
+    assert chooser.chosen.get_providers() == ex.providers
+    again = ex.explain(x, "vanilla", [0, 1])  # the chosen runtime alone from now on
+    assert rel_l2(again, on_ort.explain(x, "vanilla", [0, 1])) <= 1e-4
+
+
+def test_fastest_stays_on_onnxruntime_when_openvino_cannot_read_the_graph(exported, monkeypatch):
+    from onnxsal import openvino_runtime
+
+    def refuse(self, feed):
+        raise onnxsal.UnsupportedModelError("OpenVINO cannot run this graph (test)")
+
+    monkeypatch.setattr(openvino_runtime.Session, "_compile", refuse)
+    _, path, on_ort = exported("vgg", "dynamo")
+    ex = onnxsal.Explainer(path, providers="fastest")
+    x = _inputs(8, 2)
+    assert rel_l2(ex.explain(x, "vanilla", [0, 1]), on_ort.explain(x, "vanilla", [0, 1])) <= 1e-4
+    assert ex.providers == [runtime.CPU]
+
+
+@pytest.mark.parametrize("name", ["openvino", "fastest"])
+def test_whole_graph_runtimes_are_given_alone(exported, name):
+    _, path, _ = exported("vgg", "dynamo")
+    with pytest.raises(onnxsal.OptionError, match="alone"):
+        onnxsal.Explainer(path, providers=[name, "CPUExecutionProvider"])
