@@ -259,7 +259,8 @@ class Explainer:
 
     @property
     def providers(self) -> list:
-        """The execution providers that ran (those requested, before the first run)."""
+        """The execution providers that ran (those requested, before the first run; under
+        "fastest", the runtime of the graph that ran last)."""
         r = self._runner
         return list(r.active) if r.active is not None else list(r.requested)
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from onnxsal.errors import RuntimeUnavailableError, UnsupportedModelError, first_line
+from onnxsal.errors import InputError, RuntimeUnavailableError, UnsupportedModelError, first_line
 from onnxsal.runtime import CPU, OPENVINO, ort
 
 COMPILED_KEPT = 4  # compiled models kept per graph (a run has one or two batch shapes)
@@ -65,7 +65,13 @@ class Session:
                 self._compiled.popitem(last=False)
         else:
             self._compiled.move_to_end(key)
-        results = compiled(dict(feed))
+        try:
+            results = compiled(dict(feed))
+        except RuntimeError as exc:
+            raise InputError(
+                f"OpenVINO could not run the model on this input ({_reason(exc)}); "
+                "onnxruntime (the default providers) may."
+            ) from exc
         by_name = {}
         for port, value in results.items():
             for name in port.get_names():
@@ -76,7 +82,8 @@ class Session:
     def _compile(self, feed: Mapping[str, np.ndarray]) -> Any:
         with tempfile.TemporaryDirectory(prefix="onnxsal-openvino-") as folder:
             path = os.path.join(folder, "static.onnx")
-            _fold_constants(_with_static_inputs(self._model, feed), path)
+            static = _with_static_inputs(self._model, feed)
+            _fold_constants(_max_pool_indices_lowered(static).SerializeToString(), path)
             try:
                 model = core().read_model(path)
                 config = {"INFERENCE_PRECISION_HINT": "f32"}  # bf16 on some CPUs otherwise
@@ -90,7 +97,7 @@ class Session:
                 ) from exc
 
 
-def _with_static_inputs(model: onnx.ModelProto, feed: Mapping[str, np.ndarray]) -> bytes:
+def _with_static_inputs(model: onnx.ModelProto, feed: Mapping[str, np.ndarray]) -> onnx.ModelProto:
     """The model with every input's dims fixed to the fed array's (inferred shapes dropped:
     onnxruntime infers them anew for these sizes)."""
     static = onnx.ModelProto()
@@ -107,7 +114,119 @@ def _with_static_inputs(model: onnx.ModelProto, feed: Mapping[str, np.ndarray]) 
         for dim in value.type.tensor_type.shape.dim:
             if not dim.HasField("dim_value"):
                 dim.Clear()
-    return static.SerializeToString()
+    return static
+
+
+def _max_pool_indices_lowered(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Each 2-D MaxPool's Indices output computed from standard ops, in place: OpenVINO runs
+    MaxPool-with-Indices in a reference kernel (624 of 808 ms of a ResNet's gradient at
+    batch 8). Each window offset's values are one strided Slice of the input padded with
+    -inf; a running maximum that only a strictly larger value replaces keeps the first
+    maximum, as onnxruntime's Indices do, and the winner's offset becomes the flat index
+    over N*C*H*W. Pools with auto_pad, storage_order 1 or other ranks keep the kernel."""
+    graph = model.graph
+    nodes = []
+    for k, node in enumerate(graph.node):
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        lowered = (
+            node.op_type == "MaxPool"
+            and node.domain in ("", "ai.onnx")
+            and len(node.output) > 1
+            and node.output[1]
+            and len(attrs.get("kernel_shape", ())) == 2
+            and attrs.get("storage_order", 0) == 0
+            and attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET", b"", "")
+        )
+        if not lowered:
+            nodes.append(node)
+            continue
+        indices = node.output[1]
+        del node.output[1:]
+        nodes += [node, *_first_maximum_indices(node.input[0], node.output[0], indices, attrs, k)]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return model
+
+
+def _first_maximum_indices(x: str, y: str, out: str, attrs: dict, k: int) -> list:
+    make, names = onnx.helper.make_node, iter(range(10**6))
+    const: list = []
+
+    def name(hint: str) -> str:
+        return f"onnxsal_ov/maxpool{k}/{hint}{next(names)}"
+
+    def ints(values) -> str:
+        n = name("c")
+        const.append(
+            onnx.helper.make_node(
+                "Constant",
+                [],
+                [n],
+                value=onnx.numpy_helper.from_array(np.asarray(values, np.int64)),
+            )
+        )
+        return n
+
+    def op(op_type: str, *inputs: str, **kw) -> str:
+        n = name(op_type.lower())
+        const.append(make(op_type, list(inputs), [n], **kw))
+        return n
+
+    kh, kw = attrs["kernel_shape"]
+    sh, sw = attrs.get("strides", (1, 1))
+    dh, dw = attrs.get("dilations", (1, 1))
+    th, tw, bh, bw = attrs.get("pads", (0, 0, 0, 0))
+    if attrs.get("ceil_mode", 0):  # room for the last, partial window
+        bh, bw = bh + sh, bw + sw
+    xshape, yshape = op("Shape", x), op("Shape", y)
+    lowest = onnx.numpy_helper.from_array(np.array(-np.inf, np.float32))
+    inf = op("CastLike", op("Constant", value=lowest), x)
+    padded = op("Pad", x, ints([0, 0, th, tw, 0, 0, bh, bw]), inf)
+    out_hw = op("Slice", yshape, ints([2]), ints([4]))
+    span = op("Mul", op("Sub", out_hw, ints([1, 1])), ints([sh, sw]))  # (Ho-1)*s, (Wo-1)*s
+    best = winner = None
+    for a in range(kh * kw):
+        start = ints([a // kw * dh, a % kw * dw])
+        value = op(
+            "Slice",
+            padded,
+            start,
+            op("Add", op("Add", start, span), ints([1, 1])),
+            ints([2, 3]),
+            ints([sh, sw]),
+        )
+        if best is None:
+            best, winner = value, ints(0)
+            continue
+        better = op("Greater", value, best)
+        best = op("Where", better, value, best)
+        winner = op("Where", better, ints(a), winner)
+    height, width = (
+        op("Slice", xshape, ints([2]), ints([3])),
+        op("Slice", xshape, ints([3]), ints([4])),
+    )
+    ho, wo = (
+        op("Squeeze", op("Slice", out_hw, ints([0]), ints([1]))),
+        op("Squeeze", op("Slice", out_hw, ints([1]), ints([2]))),
+    )
+    rows = op("Sub", op("Mul", op("Range", ints(0), ho, ints(1)), ints(sh)), ints(th))
+    cols = op("Sub", op("Mul", op("Range", ints(0), wo, ints(1)), ints(sw)), ints(tw))
+    h = op(
+        "Add", op("Unsqueeze", rows, ints([1])), op("Mul", op("Div", winner, ints(kw)), ints(dh))
+    )
+    w = op("Add", cols, op("Mul", op("Mod", winner, ints(kw)), ints(dw)))
+    planes = op("ReduceProd", op("Slice", xshape, ints([0]), ints([2])), keepdims=0)
+    plane = op(
+        "Mul",
+        op(
+            "Reshape",
+            op("Range", ints(0), planes, ints(1)),
+            op("Concat", op("Slice", xshape, ints([0]), ints([2])), ints([1, 1]), axis=0),
+        ),
+        op("Mul", height, width),
+    )
+    const.append(make("Add", [plane, op("Add", op("Mul", h, width), w)], [out]))
+    return const
 
 
 def _fold_constants(model_bytes: bytes, path: str) -> None:
@@ -122,10 +241,13 @@ def _fold_constants(model_bytes: bytes, path: str) -> None:
 
 
 def _reason(exc: Exception) -> str:
-    """The failed operation of OpenVINO's many-line conversion report, and why."""
+    """What OpenVINO's many-line report says: the failed operation and why, or else its
+    first line that is not a source location."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     for k, line in enumerate(lines):
         if line.startswith("--"):
+            op = line.lstrip("- ").removesuffix(" with a message:")
             why = lines[k + 1] if k + 1 < len(lines) else ""
-            return f"{line.lstrip('- ').removesuffix(' with a message:')}: {why}"[:300]
-    return first_line(exc)
+            return (f"{op}: {why}" if why else op)[:300]
+    told = [line for line in lines if not line.startswith(("Exception from", "Check "))]
+    return (told[0] if told else first_line(exc))[:300]

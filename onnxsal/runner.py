@@ -206,4 +206,4 @@ class Runner:
 
 
 def _runtime_name(session: Any) -> str:
-    return "OpenVINO" if isinstance(session, openvino_runtime.Session) else "onnxruntime"
+    return "OpenVINO" if runtime.OPENVINO in session.get_providers() else "onnxruntime"

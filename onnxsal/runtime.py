@@ -125,7 +125,12 @@ def session_options(threads: int = 0) -> Any:
 
 
 def _name(provider: ProviderSpec) -> str:
-    return provider[0] if isinstance(provider, tuple) and provider else provider
+    name = provider[0] if isinstance(provider, tuple) and provider else provider
+    if not isinstance(name, str):
+        raise OptionError(
+            f"A provider is a name or a (name, options) pair, not {type(provider).__name__}."
+        )
+    return name
 
 
 def session(

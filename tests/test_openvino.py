@@ -11,6 +11,8 @@ import importlib.util
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 import onnxsal
 from onnxsal import runtime
@@ -18,6 +20,7 @@ from tests import oracles
 from tests.conftest import EXPORTERS
 from tests.support import rel_l2
 from tests.test_architectures import ARCHS, RELU_ONLY, _inputs, _reference_model
+from tests.test_rules_pool_norm import pool_cases, seeds
 
 pytest.importorskip("openvino")
 CASES = [(a, e) for a in ARCHS for e in EXPORTERS]
@@ -152,8 +155,90 @@ def test_fastest_stays_on_onnxruntime_when_openvino_cannot_read_the_graph(export
     assert ex.providers == [runtime.CPU]
 
 
+def test_fastest_never_takes_a_runtime_whose_maps_disagree(exported, monkeypatch):
+    """However fast, OpenVINO does not take a graph whose outputs differ from onnxruntime's
+    (it sizes some ceil_mode pools differently)."""
+    from onnxsal import fastest_runtime, openvino_runtime
+
+    real = openvino_runtime.Session.run
+
+    def off(self, names, feed):
+        return [v * 2 if v.dtype.kind == "f" else v for v in real(self, names, feed)]
+
+    monkeypatch.setattr(openvino_runtime.Session, "run", off)
+    monkeypatch.setattr(fastest_runtime, "MARGIN", -1e9)  # any time counts as faster
+    _, path, on_ort = exported("vgg", "dynamo")
+    ex = onnxsal.Explainer(path, providers="fastest")
+    x = _inputs(9, 2)
+    assert rel_l2(ex.explain(x, "vanilla", [0, 1]), on_ort.explain(x, "vanilla", [0, 1])) <= 1e-4
+    assert ex.providers == [runtime.CPU]
+
+
+def test_an_openvino_run_error_is_one_readable_line(exported, monkeypatch):
+    from onnxsal import openvino_runtime
+
+    def fail(feed):
+        raise RuntimeError(
+            "Exception from src/inference/src/cpp/infer_request.cpp:224:\n"
+            "Check 'x' failed at src/plugins/intel_cpu/src/node.cpp:1:\n"
+            "The input shape does not fit the kernel\n"
+        )
+
+    _, path, _ = exported("vgg", "dynamo")
+    ex = onnxsal.Explainer(path, providers="openvino")
+    monkeypatch.setattr(openvino_runtime.Session, "_compile", lambda self, feed: fail)
+    with pytest.raises(onnxsal.InputError, match=r"OpenVINO could not run.*does not fit"):
+        ex.explain(_inputs(10, 1), "vanilla", [0])
+
+
 @pytest.mark.parametrize("name", ["openvino", "fastest"])
 def test_whole_graph_runtimes_are_given_alone(exported, name):
     _, path, _ = exported("vgg", "dynamo")
     with pytest.raises(onnxsal.OptionError, match="alone"):
         onnxsal.Explainer(path, providers=[name, "CPUExecutionProvider"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=pool_cases(max_rank=2), seed=seeds, ties=st.booleans())
+def test_max_pool_indices_lowered_for_openvino_equal_onnxruntimes(case, seed, ties):
+    """OpenVINO gets MaxPool's Indices from standard ops; onnxruntime's own kernel is the
+    oracle: the same first maximum in every window, ties everywhere or not."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from onnxsal.openvino_runtime import _max_pool_indices_lowered
+    from tests.support import ORT_IR_VERSION, run
+
+    r, k, s, d, pads, size, ceil = case
+    assume(r == 2)
+    x = np.random.default_rng(seed).standard_normal((2, 3, *size)).astype(np.float32)
+    if ties:
+        x = np.round(np.maximum(x, 0))
+    attrs = {"kernel_shape": k, "strides": s, "dilations": d, "pads": pads, "ceil_mode": ceil}
+    node = helper.make_node("MaxPool", ["x"], ["y", "i"], **attrs)
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("i", TensorProto.INT64, None),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = ORT_IR_VERSION
+    try:
+        want = run(model, {"x": x})
+    except Exception:
+        assume(False)  # a configuration onnxruntime refuses
+    lowered = _max_pool_indices_lowered(onnx.ModelProto.FromString(model.SerializeToString()))
+    assert [n.op_type for n in lowered.graph.node].count("MaxPool") == 1
+    got = run(lowered, {"x": x})
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("providers", [[{}], [("CPUExecutionProvider", {}), 3]])
+def test_providers_that_are_not_names_are_one_clear_error(providers):
+    with pytest.raises(onnxsal.OptionError, match="name"):
+        runtime.resolve_providers(providers)

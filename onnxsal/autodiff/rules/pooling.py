@@ -37,60 +37,19 @@ def scatter_add_flat(b: Builder, x: ir.Value, flat_index: ir.Value, g: ir.Value)
 @wrt(0)
 def max_pool(ctx: Ctx):
     b, node, x = ctx.b, ctx.node, ctx.x[0]
-    if len(node.outputs) > 1 and node.outputs[1].consumers() and ctx.attr("storage_order", 0) == 0:
-        return [scatter_add_flat(b, x, node.outputs[1], ctx.dy[0])]  # the forward's own
-    win = window(node, x)
-    if win.rank == 2:
-        return [_to_first_maximum(b, x, ctx.y[0], ctx.dy[0], win, ctx.attr("ceil_mode", 0))]
-    attrs = {
-        k: ctx.attr(k)
-        for k in ("auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "strides")
-    }
-    _, indices = b.op("MaxPool", x, outputs=2, storage_order=0, **attrs)
+    if len(node.outputs) > 1 and node.outputs[1].consumers():
+        indices = node.outputs[1]
+        if ctx.attr("storage_order", 0) != 0:
+            indices = None
+    else:
+        indices = None
+    if indices is None:
+        attrs = {
+            k: ctx.attr(k)
+            for k in ("auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "strides")
+        }
+        _, indices = b.op("MaxPool", x, outputs=2, storage_order=0, **attrs)
     return [scatter_add_flat(b, x, indices, ctx.dy[0])]
-
-
-def _to_first_maximum(b: Builder, x: ir.Value, y: ir.Value, g: ir.Value, win, ceil: int):
-    """A 2-D max pool's gradient without MaxPool's Indices output, which OpenVINO runs in a
-    reference kernel (624 ms of a ResNet's 808 at batch 8; this way 56 ms, and onnxruntime
-    runs both at one speed). Each window's candidates become the channels of a one-hot
-    Conv (exact: 1*x plus zeros; padding is the dtype's lowest value, as 0*-inf would be
-    NaN), ArgMax takes the first maximum, and the winner's in-plane index routes g
-    through ScatterElements(add)."""
-    kh, kw = win.kernel
-    (dh, dw), (sh, sw) = win.dilations, win.strides
-    (th, tw), (eh, ew) = win.pads_begin, win.pads_end
-    if ceil:  # room for the last, partial window; the Slice below keeps y's size
-        eh, ew = eh + sh - 1, ew + sw - 1
-    lowest = b.scalar(float(np.finfo(b.np_dtype(x)).min), x)
-    planes = b.Reshape(x, b.Concat(b.ints([-1, 1]), b.shape(x, 2), axis=0))
-    padded = b.Pad(planes, b.ints([0, 0, th, tw, 0, 0, eh, ew]), lowest)
-    onehot = np.eye(kh * kw).reshape(kh * kw, 1, kh, kw)
-    candidates = b.Conv(padded, b.array(onehot, x), strides=[sh, sw], dilations=[dh, dw])
-    if ceil:
-        candidates = b.Slice(candidates, b.ints([0, 0]), b.shape(y, 2), b.ints([2, 3]))
-    winner = b.ArgMax(candidates, axis=1, keepdims=0, select_last_index=0)
-    width = b.shape(x, 3, 4)
-    k = np.arange(kh * kw)
-    offset = b.Add(b.Mul(b.ints(k // kw * dh), width), b.ints(k % kw * dw))
-    rows = b.Sub(
-        b.Mul(b.Range(b.ints(0), b.Reshape(b.shape(y, 2, 3), b.ints([])), b.ints(1)), b.ints(sh)),
-        b.ints(th),
-    )
-    cols = b.Sub(
-        b.Mul(b.Range(b.ints(0), b.Reshape(b.shape(y, 3, 4), b.ints([])), b.ints(1)), b.ints(sw)),
-        b.ints(tw),
-    )
-    corner = b.Add(b.Mul(b.unsqueeze(rows, [1]), width), cols)  # [Ho, Wo]
-    index = b.Add(b.Gather(offset, winner, axis=0), corner)
-    routed = b.ScatterElements(
-        b.Reshape(b.zeros_like(x), b.ints([0, 0, -1])),
-        b.Reshape(index, b.Concat(b.shape(x, 0, 2), b.ints([-1]), axis=0)),
-        b.Reshape(g, b.ints([0, 0, -1])),
-        axis=2,
-        reduction="add",
-    )
-    return b.reshape_like(routed, x)
 
 
 @wrt(0)
