@@ -79,6 +79,22 @@ def test_max_pool_with_ties_everywhere(case, seed):
     _check_max_pool(case, np.round(np.maximum(x, 0)))
 
 
+@pytest.mark.parametrize("value", [-np.inf, np.inf, np.finfo(np.float32).min])
+def test_max_pool_with_infinite_or_extreme_values(value):
+    """An infinite or extreme input routes as torch routes it (a formulation that multiplies
+    candidates by 0 or pads with the lowest value would send the gradient elsewhere)."""
+    from tests.support import onnxsal_vjp
+
+    x = _randn(np.random.default_rng(0), 1, 2, 5, 5)
+    x[0, 0, 0, 0] = x[0, 1, 2, 2] = value
+    attrs = {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}
+    model = one_op_model("MaxPool", [("x", x, True)], attrs)
+    cot = np.arange(1, 19, dtype=np.float32).reshape(1, 2, 3, 3)
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    F.max_pool2d(xt, 3, 2, 1).backward(torch.tensor(cot, dtype=torch.float64))
+    np.testing.assert_array_equal(onnxsal_vjp(model, {"x": x}, "x", cot), xt.grad.numpy())
+
+
 def test_max_pool_ties_go_to_the_first_maximum():
     """After a ReLU whole windows are 0: the gradient goes to one winner, as in torch."""
     x = np.zeros((1, 1, 5, 5), np.float32)
