@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 
 import click
@@ -15,6 +16,7 @@ REPORTED = (
     "onnx-ir",
     "onnxruntime",
     "onnxruntime-gpu",
+    "openvino",
     "numpy",
     "pillow",
     "click",
@@ -64,6 +66,8 @@ def doctor() -> None:
         rt = runtime.ort()
         click.echo(f"execution providers available: {', '.join(rt.get_available_providers())}")
         click.echo(f"default choice: {', '.join(runtime.default_providers())}")
+        other = "installed" if importlib.util.find_spec("openvino") else "not installed"
+        click.echo(f"OpenVINO runtime (--providers openvino|fastest): {other}")
     except OnnxsalError as exc:
         click.echo(f"onnxruntime: {exc}")
     if runtime.both_runtimes_installed():
