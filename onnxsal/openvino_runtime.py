@@ -82,8 +82,15 @@ class Session:
     def _compile(self, feed: Mapping[str, np.ndarray]) -> Any:
         with tempfile.TemporaryDirectory(prefix="onnxsal-openvino-") as folder:
             path = os.path.join(folder, "static.onnx")
-            static = _with_static_inputs(self._model, feed)
-            _fold_constants(_max_pool_indices_lowered(static).SerializeToString(), path)
+            static = _max_pool_indices_lowered(_with_static_inputs(self._model, feed))
+            _refuse_ceil_mode_pools(static)
+            try:
+                _fold_constants(static.SerializeToString(), path)
+            except Exception as exc:  # onnxruntime's own error classes
+                raise UnsupportedModelError(
+                    f"OpenVINO cannot run this graph (preparing it failed: {first_line(exc)}); "
+                    "use onnxruntime (the default providers)."
+                ) from exc
             try:
                 model = core().read_model(path)
                 config = {"INFERENCE_PRECISION_HINT": "f32"}  # bf16 on some CPUs otherwise
@@ -117,14 +124,68 @@ def _with_static_inputs(model: onnx.ModelProto, feed: Mapping[str, np.ndarray]) 
     return static
 
 
+def _refuse_ceil_mode_pools(model: onnx.ModelProto) -> None:
+    """OpenVINO sizes ceil_mode pools as ONNX's shape inference does, with one more window
+    than onnxruntime and torch when the last would start in the end padding (30 of 210
+    configurations measured); that made maps wrong without an error, so such a pool, or
+    one whose input size is unknown here, is refused."""
+    pools = [
+        n
+        for n in model.graph.node
+        if n.op_type in ("MaxPool", "AveragePool")
+        and any(a.name == "ceil_mode" and a.i for a in n.attribute)
+    ]
+    if not pools:
+        return
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:
+        inferred = model
+    shapes = {
+        v.name: [
+            d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim
+        ]
+        for v in [*inferred.graph.value_info, *inferred.graph.input]
+    }
+    for node in pools:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        dims = shapes.get(node.input[0])
+        if dims is None or any(d is None for d in dims[2:]) or _one_window_more(dims[2:], attrs):
+            raise UnsupportedModelError(
+                f"{node.op_type} '{node.name}' uses ceil_mode, which OpenVINO sizes differently "
+                "from onnxruntime here; use onnxruntime (the default providers)."
+            )
+
+
+def _one_window_more(sizes: list[int], attrs: dict) -> bool:
+    """Whether ceil_mode's last window starts in the end padding on some axis (onnxruntime
+    and torch drop it; ONNX's shape inference and OpenVINO keep it)."""
+    rank = len(sizes)
+    kernel = attrs.get("kernel_shape", [1] * rank)
+    strides = attrs.get("strides", [1] * rank)
+    dilations = attrs.get("dilations", [1] * rank)
+    pads = attrs.get("pads", [0] * 2 * rank)
+    for axis, size in enumerate(sizes):
+        begin, end = pads[axis], pads[rank + axis]
+        reach = size + begin + end - dilations[axis] * (kernel[axis] - 1) - 1
+        windows = -(-reach // strides[axis]) + 1
+        if (windows - 1) * strides[axis] >= size + begin:
+            return True
+    return False
+
+
 def _max_pool_indices_lowered(model: onnx.ModelProto) -> onnx.ModelProto:
     """Each 2-D MaxPool's Indices output computed from standard ops, in place: OpenVINO runs
     MaxPool-with-Indices in a reference kernel (624 of 808 ms of a ResNet's gradient at
     batch 8). Each window offset's values are one strided Slice of the input padded with
     -inf; a running maximum that only a strictly larger value replaces keeps the first
-    maximum, as onnxruntime's Indices do, and the winner's offset becomes the flat index
-    over N*C*H*W. Pools with auto_pad, storage_order 1 or other ranks keep the kernel."""
+    maximum, as onnxruntime's Indices do (the first real pixel wins over padding, whatever
+    it holds), and the winner's offset becomes the flat index over N*C*H*W. Pools with
+    auto_pad, storage_order 1 or other ranks, and opsets before 15, keep the kernel."""
     graph = model.graph
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 15:  # CastLike
+        return model
     nodes = []
     for k, node in enumerate(graph.node):
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -180,13 +241,29 @@ def _first_maximum_indices(x: str, y: str, out: str, attrs: dict, k: int) -> lis
         bh, bw = bh + sh, bw + sw
     xshape, yshape = op("Shape", x), op("Shape", y)
     lowest = onnx.numpy_helper.from_array(np.array(-np.inf, np.float32))
-    inf = op("CastLike", op("Constant", value=lowest), x)
-    padded = op("Pad", x, ints([0, 0, th, tw, 0, 0, bh, bw]), inf)
+    padded = op(
+        "Pad",
+        x,
+        ints([0, 0, th, tw, 0, 0, bh, bw]),
+        op("CastLike", op("Constant", value=lowest), x),
+    )
+    height = op("Slice", xshape, ints([2]), ints([3]))
+    width = op("Slice", xshape, ints([3]), ints([4]))
     out_hw = op("Slice", yshape, ints([2]), ints([4]))
     span = op("Mul", op("Sub", out_hw, ints([1, 1])), ints([sh, sw]))  # (Ho-1)*s, (Wo-1)*s
-    best = winner = None
+    ho = op("Squeeze", op("Slice", out_hw, ints([0]), ints([1])))
+    wo = op("Squeeze", op("Slice", out_hw, ints([1]), ints([2])))
+    rows = op("Sub", op("Mul", op("Range", ints(0), ho, ints(1)), ints(sh)), ints(th))
+    cols = op("Sub", op("Mul", op("Range", ints(0), wo, ints(1)), ints(sw)), ints(tw))
+
+    def inside(first: str, offset: int, size: str) -> str:
+        at = op("Add", first, ints(offset))
+        return op("And", op("GreaterOrEqual", at, ints(0)), op("Less", at, size))
+
+    best = winner = seen = None
     for a in range(kh * kw):
-        start = ints([a // kw * dh, a % kw * dw])
+        oi, oj = a // kw * dh, a % kw * dw
+        start = ints([oi, oj])
         value = op(
             "Slice",
             padded,
@@ -195,22 +272,18 @@ def _first_maximum_indices(x: str, y: str, out: str, attrs: dict, k: int) -> lis
             ints([2, 3]),
             ints([sh, sw]),
         )
+        real = op(  # [Ho, Wo]: this offset is a pixel of x, not padding
+            "And",
+            op("Unsqueeze", inside(rows, oi, height), ints([1])),
+            inside(cols, oj, width),
+        )
         if best is None:
-            best, winner = value, ints(0)
+            best, winner, seen = value, ints(0), real
             continue
-        better = op("Greater", value, best)
+        better = op("And", real, op("Or", op("Greater", value, best), op("Not", seen)))
         best = op("Where", better, value, best)
         winner = op("Where", better, ints(a), winner)
-    height, width = (
-        op("Slice", xshape, ints([2]), ints([3])),
-        op("Slice", xshape, ints([3]), ints([4])),
-    )
-    ho, wo = (
-        op("Squeeze", op("Slice", out_hw, ints([0]), ints([1]))),
-        op("Squeeze", op("Slice", out_hw, ints([1]), ints([2]))),
-    )
-    rows = op("Sub", op("Mul", op("Range", ints(0), ho, ints(1)), ints(sh)), ints(th))
-    cols = op("Sub", op("Mul", op("Range", ints(0), wo, ints(1)), ints(sw)), ints(tw))
+        seen = op("Or", seen, real)
     h = op(
         "Add", op("Unsqueeze", rows, ints([1])), op("Mul", op("Div", winner, ints(kw)), ints(dh))
     )

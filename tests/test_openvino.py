@@ -198,11 +198,18 @@ def test_whole_graph_runtimes_are_given_alone(exported, name):
         onnxsal.Explainer(path, providers=[name, "CPUExecutionProvider"])
 
 
-@settings(max_examples=60, deadline=None)
-@given(case=pool_cases(max_rank=2), seed=seeds, ties=st.booleans())
-def test_max_pool_indices_lowered_for_openvino_equal_onnxruntimes(case, seed, ties):
+@settings(max_examples=80, deadline=None)
+@given(
+    case=pool_cases(max_rank=2),
+    seed=seeds,
+    ties=st.booleans(),
+    special=st.sampled_from([None, -np.inf, np.inf]),
+)
+def test_max_pool_indices_lowered_for_openvino_equal_onnxruntimes(case, seed, ties, special):
     """OpenVINO gets MaxPool's Indices from standard ops; onnxruntime's own kernel is the
-    oracle: the same first maximum in every window, ties everywhere or not."""
+    oracle: the same first maximum in every window, ties everywhere or not, windows of
+    -inf next to the padding, +inf. (NaN is left out: onnxruntime's own two MaxPool
+    kernels, with and without Indices, disagree on it.)"""
     import onnx
     from onnx import TensorProto, helper
 
@@ -214,6 +221,8 @@ def test_max_pool_indices_lowered_for_openvino_equal_onnxruntimes(case, seed, ti
     x = np.random.default_rng(seed).standard_normal((2, 3, *size)).astype(np.float32)
     if ties:
         x = np.round(np.maximum(x, 0))
+    if special is not None:
+        x[np.random.default_rng(seed + 1).random(x.shape) < 0.3] = special
     attrs = {"kernel_shape": k, "strides": s, "dilations": d, "pads": pads, "ceil_mode": ceil}
     node = helper.make_node("MaxPool", ["x"], ["y", "i"], **attrs)
     graph = helper.make_graph(
@@ -234,11 +243,121 @@ def test_max_pool_indices_lowered_for_openvino_equal_onnxruntimes(case, seed, ti
     lowered = _max_pool_indices_lowered(onnx.ModelProto.FromString(model.SerializeToString()))
     assert [n.op_type for n in lowered.graph.node].count("MaxPool") == 1
     got = run(lowered, {"x": x})
-    np.testing.assert_array_equal(got[0], want[0])
+    lowest = np.finfo(np.float32).min  # onnxruntime's pool without Indices gives it for -inf
+    np.testing.assert_array_equal(np.maximum(got[0], lowest), np.maximum(want[0], lowest))
     np.testing.assert_array_equal(got[1], want[1])
+    if not ceil:  # OpenVINO itself: ceil_mode pools are refused (it sizes them differently)
+        from onnxsal.openvino_runtime import Session
+
+        on_ov = Session(model.SerializeToString()).run(["i"], {"x": x})[0]
+        np.testing.assert_array_equal(on_ov, want[1])
 
 
 @pytest.mark.parametrize("providers", [[{}], [("CPUExecutionProvider", {}), 3]])
 def test_providers_that_are_not_names_are_one_clear_error(providers):
     with pytest.raises(onnxsal.OptionError, match="name"):
         runtime.resolve_providers(providers)
+
+
+def test_openvino_refuses_ceil_mode_pools_and_fastest_stays_on_onnxruntime(tmp_path):
+    import onnx
+    import torch
+
+    from tests.architectures import export
+
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3),
+        torch.nn.MaxPool2d((3, 1), (2, 2), ceil_mode=True),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 5),
+    )
+    path = tmp_path / "ceil.onnx"
+    export(net.eval(), torch.randn(2, 3, 14, 14), str(path), dynamo=False, opset=17)
+    assert any(a.name == "ceil_mode" for n in onnx.load(path).graph.node for a in n.attribute)
+    x = np.random.default_rng(0).standard_normal((2, 3, 14, 14)).astype(np.float32)
+    with pytest.raises(onnxsal.UnsupportedModelError, match="ceil_mode"):
+        onnxsal.Explainer(path, providers="openvino").explain(x, "vanilla", [0, 1])
+    fastest = onnxsal.Explainer(path, providers="fastest")
+    want = onnxsal.Explainer(path).explain(x, "vanilla", [0, 1])
+    assert rel_l2(fastest.explain(x, "vanilla", [0, 1]), want) <= 1e-5
+    assert fastest.providers == [runtime.CPU]
+
+
+def test_a_window_of_only_minus_inf_beside_the_padding_routes_to_its_first_pixel():
+    """The padding (also -inf) comes first in such a window; onnxruntime and torch take the
+    first real pixel, and so must the lowering (a negative index would land in another
+    sample)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from onnxsal.openvino_runtime import Session, _max_pool_indices_lowered
+    from tests.support import ORT_IR_VERSION, run
+
+    x = np.random.default_rng(0).standard_normal((2, 2, 5, 5)).astype(np.float32)
+    x[1, 1, :2, :2] = -np.inf  # the top-left window of the last plane, beside the padding
+    node = helper.make_node(
+        "MaxPool", ["x"], ["y", "i"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]
+    )
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2, 5, 5])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("i", TensorProto.INT64, None),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = ORT_IR_VERSION
+    want = run(model, {"x": x})[1]
+    assert want[1, 1, 0, 0] == 3 * 25  # plane 3's first pixel
+    lowered = _max_pool_indices_lowered(onnx.ModelProto.FromString(model.SerializeToString()))
+    np.testing.assert_array_equal(run(lowered, {"x": x})[1], want)
+    np.testing.assert_array_equal(Session(model.SerializeToString()).run(["i"], {"x": x})[0], want)
+
+
+def test_fastest_judges_each_new_shape_and_falls_back_for_good(exported, monkeypatch):
+    """OpenVINO chosen on one batch shape, wrong on the next: onnxruntime's map comes back
+    and onnxruntime keeps the graph."""
+    from onnxsal import fastest_runtime, openvino_runtime
+
+    monkeypatch.setattr(fastest_runtime, "MARGIN", -1e9)  # OpenVINO wins the timing
+    real = openvino_runtime.Session.run
+
+    def wrong_on_batch_one(self, names, feed):
+        out = real(self, names, feed)
+        first = next(iter(feed.values()))
+        return [v * 2 if v.dtype.kind == "f" and len(first) == 1 else v for v in out]
+
+    monkeypatch.setattr(openvino_runtime.Session, "run", wrong_on_batch_one)
+    _, path, on_ort = exported("vgg", "dynamo")
+    ex = onnxsal.Explainer(path, providers="fastest")
+    x = _inputs(11, 3)
+    assert (
+        rel_l2(ex.explain(x[:2], "vanilla", [0, 1]), on_ort.explain(x[:2], "vanilla", [0, 1]))
+        <= 1e-4
+    )
+    assert ex.providers == [runtime.OPENVINO]
+    assert rel_l2(ex.explain(x[2:], "vanilla", [2]), on_ort.explain(x[2:], "vanilla", [2])) <= 1e-4
+    assert ex.providers == [runtime.CPU]
+
+
+@pytest.mark.parametrize(
+    "got, want, alike",
+    [
+        ([np.array([1.0, np.inf], np.float32)], [np.array([1.0, np.inf], np.float32)], True),
+        ([np.array([1e30, 5.0], np.float32)], [np.array([1.0, np.inf], np.float32)], False),
+        ([np.array([1.0, np.nan], np.float32)], [np.array([1.0, np.inf], np.float32)], False),
+        ([np.array([1.0, -np.inf], np.float32)], [np.array([1.0, np.inf], np.float32)], False),
+        ([np.array([1.0, 2.0], np.float32)], [np.array([1.0, np.nan], np.float32)], False),
+        ([np.array([1.0, 2.0], np.float32)], [np.array([1.0, 2.0], np.float64)], False),
+        ([np.array([1, 2])], [np.array([1, 2]), np.array([3])], False),
+        ([np.array([1.0, 2.0001], np.float32)], [np.array([1.0, 2.0], np.float32)], True),
+        ([np.array([3, 4])], [np.array([3, 5])], False),
+    ],
+)
+def test_fastest_agreement_is_strict_where_it_matters(got, want, alike):
+    from onnxsal.fastest_runtime import _agree
+
+    assert _agree(got, want) is alike
