@@ -141,6 +141,14 @@ def test_fastest_picks_a_runtime_per_graph_and_keeps_its_maps(exported):
     assert rel_l2(again, on_ort.explain(x, "vanilla", [0, 1])) <= 1e-4
 
 
+def _assert_fastest_stays_on_onnxruntime(exported) -> None:
+    _, path, on_ort = exported("vgg", "dynamo")
+    ex = onnxsal.Explainer(path, providers="fastest")
+    x = _inputs(8, 2)
+    assert rel_l2(ex.explain(x, "vanilla", [0, 1]), on_ort.explain(x, "vanilla", [0, 1])) <= 1e-4
+    assert ex.providers == [runtime.CPU]
+
+
 def test_fastest_stays_on_onnxruntime_when_openvino_cannot_read_the_graph(exported, monkeypatch):
     from onnxsal import openvino_runtime
 
@@ -148,11 +156,7 @@ def test_fastest_stays_on_onnxruntime_when_openvino_cannot_read_the_graph(export
         raise onnxsal.UnsupportedModelError("OpenVINO cannot run this graph (test)")
 
     monkeypatch.setattr(openvino_runtime.Session, "_compile", refuse)
-    _, path, on_ort = exported("vgg", "dynamo")
-    ex = onnxsal.Explainer(path, providers="fastest")
-    x = _inputs(8, 2)
-    assert rel_l2(ex.explain(x, "vanilla", [0, 1]), on_ort.explain(x, "vanilla", [0, 1])) <= 1e-4
-    assert ex.providers == [runtime.CPU]
+    _assert_fastest_stays_on_onnxruntime(exported)
 
 
 def test_fastest_never_takes_a_runtime_whose_maps_disagree(exported, monkeypatch):
@@ -167,11 +171,7 @@ def test_fastest_never_takes_a_runtime_whose_maps_disagree(exported, monkeypatch
 
     monkeypatch.setattr(openvino_runtime.Session, "run", off)
     monkeypatch.setattr(fastest_runtime, "MARGIN", -1e9)  # any time counts as faster
-    _, path, on_ort = exported("vgg", "dynamo")
-    ex = onnxsal.Explainer(path, providers="fastest")
-    x = _inputs(9, 2)
-    assert rel_l2(ex.explain(x, "vanilla", [0, 1]), on_ort.explain(x, "vanilla", [0, 1])) <= 1e-4
-    assert ex.providers == [runtime.CPU]
+    _assert_fastest_stays_on_onnxruntime(exported)
 
 
 def test_an_openvino_run_error_is_one_readable_line(exported, monkeypatch):
