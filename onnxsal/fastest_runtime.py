@@ -45,7 +45,7 @@ class Session:
             return self._choose(names, feed)
         if self.chosen is self._reference:
             return self.chosen.run(names, feed)
-        shapes = tuple(sorted((k, np.shape(v)) for k, v in feed.items()))
+        shapes = _shapes(feed)
         try:
             result = self.chosen.run(names, feed)
         except Exception:  # OpenVINO cannot run this shape: onnxruntime from now on
@@ -75,7 +75,7 @@ class Session:
             and _agree(other[1], result)
         ):
             self.chosen, result = other
-            self._checked.add(tuple(sorted((k, np.shape(v)) for k, v in feed.items())))
+            self._checked.add(_shapes(feed))
         self._makers = None  # the model's bytes are not needed any more
         return result
 
@@ -89,6 +89,10 @@ class Session:
             times.append(time.perf_counter() - started)
         self.seconds[label] = min(times)
         return session, result
+
+
+def _shapes(feed: Mapping[str, np.ndarray]) -> tuple:
+    return tuple(sorted((k, np.shape(v)) for k, v in feed.items()))
 
 
 MARGIN = 0.1  # OpenVINO must be this much faster to take the graph
