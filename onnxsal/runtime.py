@@ -90,10 +90,11 @@ def resolve_providers(providers: Sequence[ProviderSpec] | None) -> list[Provider
     for whole in RUNTIMES:
         if not any(_name(p).lower() == whole.lower() for p in chosen):
             continue
-        if len(chosen) > 1:
+        if len(chosen) > 1 or isinstance(chosen[0], tuple):
             raise OptionError(
-                f"'{whole.lower()}' chooses the runtime of the whole graph: give it alone "
-                f"(providers=['{whole.lower()}'])."
+                f"'{whole.lower()}' chooses the runtime of the whole graph: give it alone and "
+                f"without options (providers=['{whole.lower()}']; threads come from "
+                "session_options)."
             )
         if importlib.util.find_spec("openvino") is None:
             raise RuntimeUnavailableError(

@@ -196,6 +196,8 @@ def test_whole_graph_runtimes_are_given_alone(exported, name):
     _, path, _ = exported("vgg", "dynamo")
     with pytest.raises(onnxsal.OptionError, match="alone"):
         onnxsal.Explainer(path, providers=[name, "CPUExecutionProvider"])
+    with pytest.raises(onnxsal.OptionError, match="without options"):
+        onnxsal.Explainer(path, providers=[(name, {"device": "GPU"})])
 
 
 @settings(max_examples=80, deadline=None)
