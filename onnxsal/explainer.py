@@ -35,6 +35,7 @@ from onnxsal.graph.normalize import normalize
 from onnxsal.graph.specialise import SPECIALISED_OPS, input_key, steered_by_values
 from onnxsal.graph.values import values_by_name
 from onnxsal.methods import METHODS, Explanation, Request, get_method
+from onnxsal.methods.base import positive_int
 from onnxsal.models import ZOO
 from onnxsal.modifiers import MODIFIERS
 from onnxsal.postprocess import modify
@@ -935,14 +936,8 @@ def _per_position(attribution: np.ndarray, shape: tuple[int, ...]) -> np.ndarray
 
 
 def _batch_size(value: Any) -> int | None:
-    """Samples per onnxruntime run: a positive int, or None for all at once."""
-    if value is None:
-        return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise OptionError(f"batch_size must be a positive integer (or None); got {value!r}.")
-    if value < 1:
-        raise OptionError(f"batch_size must be a positive integer (or None); got {value}.")
-    return int(value)
+    """Samples per runtime run: a positive int, or None for all at once."""
+    return None if value is None else positive_int(value, "batch_size (or None)")
 
 
 def _from_zoo(model: ModelSource) -> ModelSource:

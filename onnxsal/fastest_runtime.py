@@ -21,8 +21,6 @@ import numpy as np
 
 from onnxsal import openvino_runtime, runtime
 
-FASTEST = runtime.FASTEST
-
 
 class Session:
     """An onnxruntime-like session that picks its runtime on the first run."""
@@ -38,7 +36,7 @@ class Session:
         self._checked: set[tuple] = set()  # feed shapes on which OpenVINO agreed
 
     def get_providers(self) -> list[str]:
-        return self.chosen.get_providers() if self.chosen is not None else [FASTEST]
+        return self.chosen.get_providers() if self.chosen is not None else [runtime.FASTEST]
 
     def run(self, names: Sequence[str] | None, feed: Mapping[str, np.ndarray]) -> list:
         if self.chosen is None:

@@ -33,6 +33,20 @@ def make_model(nodes, inputs, outputs, initializers=(), opset=18) -> onnx.ModelP
     return model
 
 
+def external_data_model(location: str, **where: int) -> onnx.ModelProto:
+    """x [N, 4] @ w [4, 2], w stored outside the model at `location` (offset=, length=)."""
+    w = onnx.numpy_helper.from_array(np.ones((4, 2), np.float32), "w")
+    onnx.external_data_helper.set_external_data(w, location=location, **where)
+    w.ClearField("raw_data")
+    w.data_location = TensorProto.EXTERNAL
+    return make_model(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+        [w],
+    )
+
+
 def _tensor_info(name: str, arr: np.ndarray) -> onnx.ValueInfoProto:
     elem = helper.np_dtype_to_tensor_dtype(arr.dtype)
     return helper.make_tensor_value_info(name, elem, list(arr.shape))

@@ -20,7 +20,7 @@ import onnxsal
 from onnxsal.cli import main as cli
 from onnxsal.images import load_image
 from onnxsal.models import locate
-from tests.support import explained, make_model
+from tests.support import explained, external_data_model, make_model
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -182,16 +182,7 @@ def test_files_that_are_not_onnx(tmp_path, digit_images, content):
 
 @pytest.mark.parametrize("location", ["missing.data", "../../etc/passwd", "/etc/passwd"])
 def test_external_data_missing_or_outside_the_folder(tmp_path, location):
-    w = onnx.numpy_helper.from_array(np.ones((4, 2), np.float32), "w")
-    onnx.external_data_helper.set_external_data(w, location=location)
-    w.ClearField("raw_data")
-    w.data_location = TensorProto.EXTERNAL
-    model = make_model(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])],
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
-        [w],
-    )
+    model = external_data_model(location)
     folder = tmp_path / "m"
     folder.mkdir()
     path = folder / "model.onnx"

@@ -37,7 +37,7 @@ from onnxsal import metadata
 from onnxsal.cli import main as cli
 from onnxsal.cli.files import HOST
 from onnxsal.models import locate
-from tests.support import make_model
+from tests.support import external_data_model, make_model
 
 ROOT = Path(__file__).resolve().parent.parent
 EXE = ROOT / ".venv" / "bin" / "onnxsal"
@@ -1129,16 +1129,7 @@ def test_a_model_with_an_if_on_the_path(tmp_path):
 
 @pytest.mark.parametrize("offset", [-5, 10**12])
 def test_external_data_with_an_offset_outside_the_file(tmp_path, offset):
-    w = numpy_helper.from_array(np.ones((4, 2), np.float32), "w")
-    onnx.external_data_helper.set_external_data(w, location="w.bin", offset=offset, length=32)
-    w.ClearField("raw_data")
-    w.data_location = TensorProto.EXTERNAL
-    model = make_model(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])],
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
-        [w],
-    )
+    model = external_data_model("w.bin", offset=offset, length=32)
     (tmp_path / "w.bin").write_bytes(np.ones(8, np.float32).tobytes())
     path = tmp_path / "ext.onnx"
     path.write_bytes(model.SerializeToString())

@@ -11,8 +11,8 @@ import click
 from onnxsal.cli import common
 from onnxsal.cli.files import STATE, exclusive, signals_held
 from onnxsal.cli.inputs import Source, find_inputs, require_inputs
-from onnxsal.cli.job import Request, Run
-from onnxsal.cli.journal import Journal
+from onnxsal.cli.job import JobRequest, Run
+from onnxsal.cli.journal import SUMMARIES, Journal
 from onnxsal.cli.options import (
     batch_size_option,
     colormap_option,
@@ -28,7 +28,6 @@ from onnxsal.cli.render import FORMATS, Drawing
 from onnxsal.methods import METHODS
 from onnxsal.postprocess import GRAD_MODIFIERS, REDUCTIONS
 
-SUMMARIES = ("summary.json", "summary.csv", "settings.json")
 TARGET_HELP = (
     "What to explain: a class index or label (default: each input's top-1), or e.g. "
     "step=5,class=12 / box=10,20,60,80,class=1 / anchor=417,class=0 / index=2,5 / sequence / "
@@ -165,7 +164,7 @@ def explain(
     goal = common.target(target, ex.labels)
     if layer is not None and not METHODS[method].layer_is_own:
         goal, unit = _unit_of_layer(goal, unit)
-    request = Request(
+    request = JobRequest(
         method=method,
         target=goal,
         target_text=target,
@@ -178,7 +177,7 @@ def explain(
         batch_size=batch_size,
     )
     drawing = Drawing(fmt, overlay, panel, original_size, colormap, alpha, reduce)
-    protected = {s.path.resolve() for s in sources} | {(folder / n).resolve() for n in SUMMARIES}
+    protected = {s.path.resolve() for s in sources} | _summaries(folder)
     if Path(model).is_file():
         protected.add(Path(model).resolve())
     with exclusive(folder) as lock:
@@ -209,9 +208,13 @@ def explain(
         sys.exit(1)
 
 
+def _summaries(folder: Path) -> set[Path]:
+    return {(folder / name).resolve() for name in SUMMARIES}
+
+
 def _refuse_foreign_summaries(folder: Path, sources: list[Source]) -> None:
     """Summaries are onnxsal's files in -o: never an input, never someone else's file."""
-    ours = {(folder / n).resolve() for n in SUMMARIES}
+    ours = _summaries(folder)
     for source in sources:
         if source.path.resolve() in ours:
             raise click.BadParameter(

@@ -72,7 +72,7 @@ class Task:
 
 
 @dataclass(kw_only=True)
-class Request:
+class JobRequest:
     """What to explain about every input (the explain command's arguments)."""
 
     method: str
@@ -105,7 +105,7 @@ class Run:
 
     explainer: Any
     model_name: str
-    request: Request
+    request: JobRequest
     drawing: Drawing
     folder: Path
     journal: Journal

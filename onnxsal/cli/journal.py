@@ -28,6 +28,8 @@ from onnxsal.cli.files import STATE, atomic_write, written_error
 from onnxsal.errors import OnnxsalError
 
 JOURNAL = "journal.jsonl"
+SUMMARY_JSON, SUMMARY_CSV, SETTINGS_JSON = "summary.json", "summary.csv", "settings.json"
+SUMMARIES = (SUMMARY_JSON, SUMMARY_CSV, SETTINGS_JSON)  # the journal's views in the folder
 RETIRED = "retired"  # the status of a row that takes its input out of the summaries
 SUMMARY_FIELDS = [
     "input",
@@ -216,9 +218,9 @@ class Journal:
                 }
                 Path(tmp).write_text(json.dumps(strict(found), indent=2) + "\n", encoding="utf-8")
 
-            atomic_write(self.folder / "summary.json", write_json)
-            atomic_write(self.folder / "summary.csv", write_csv)
-            atomic_write(self.folder / "settings.json", write_settings)
+            atomic_write(self.folder / SUMMARY_JSON, write_json)
+            atomic_write(self.folder / SUMMARY_CSV, write_csv)
+            atomic_write(self.folder / SETTINGS_JSON, write_settings)
 
     def adopt_summary(self) -> None:
         """A folder whose journal is gone but whose summary.json is ours: its rows seed a new
@@ -226,7 +228,7 @@ class Journal:
         if self.path.exists():
             return
         try:
-            rows = json.loads((self.folder / "summary.json").read_text(encoding="utf-8"))
+            rows = json.loads((self.folder / SUMMARY_JSON).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return
         if isinstance(rows, list):
