@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import hashlib
 import warnings
@@ -51,6 +52,7 @@ from onnxsal.targets import (
     as_target,
     top_candidates,
 )
+from onnxsal.targets.activation import probabilities
 from onnxsal.targets.base import NO_BATCH
 
 __all__ = ["Explainer", "Explanation"]
@@ -90,27 +92,58 @@ class Explainer:
         self.preprocess: metadata.Preprocess | None = metadata.preprocess(proto)
         normalized = normalize(proto, verify=verify, example_shapes=self._example_shapes(proto))
         self.notes: list[str] = list(normalized.notes)  # what was done to read the model
-        self._model = normalized.model
         self._pending_check = normalized.pending_check
         self._upgrade_error: NormalizationError | None = None
         self.source_opset = normalized.source_opset
-        self._base = ir.to_proto(self._model).SerializeToString()
-        self._values = values_by_name(self._model.graph)
-        self._layer_index = LayerIndex(self._model)
-        self._selected: dict[ir.Value, ir.Node] | None = None  # values after NonMaxSuppression
+        self._providers = runtime.resolve_providers(providers)
+        self._session_options = session_options
+        self._use(normalized.model)
         self.input_name = self._pick_input(input)
         self.output_name = self._pick_output(output)
         self.keep_softmax = keep_softmax
+        self._runner = self._new_runner()
+
+    def _use(self, model: ir.Model) -> None:
+        """Take `model` (normalised) as the model explained, with fresh caches."""
+        self._model = model
+        self._base = ir.to_proto(model).SerializeToString()
+        self._values = values_by_name(model.graph)
+        self._layer_index = LayerIndex(model)
+        self._selected: dict[ir.Value, ir.Node] | None = None  # values after NonMaxSuppression
+        self._placements: dict[tuple, probe.Placement] = {}
+
+    def _new_runner(self) -> Runner:
         fixed = self.input_shape[0] if self.input_shape else None
-        self._runner = Runner(
+        return Runner(
             self._model,
             ModelFacts(self._base, self.input_name),
             fixed if isinstance(fixed, int) else None,
-            runtime.resolve_providers(providers),
-            session_options,
+            self._providers,
+            self._session_options,
             self._layer_index,
         )
-        self._placements: dict[tuple, probe.Placement] = {}
+
+    def with_initializers(self, values: Mapping[str, np.ndarray]) -> Explainer:
+        """A copy explaining the same graph with some initializers' values replaced (same
+        names, shapes and dtypes): the models of a randomisation test, without re-reading
+        or re-checking the model. Gradient graphs are rebuilt (they fold the weights)."""
+        model = ir.from_proto(onnx.load_from_string(self._base))
+        inits = model.graph.initializers
+        for name, array in values.items():
+            old = inits.get(name)
+            if old is None or old.const_value is None:
+                raise InputError(f"The model has no initializer '{name}'.")
+            array = np.asarray(array)
+            if array.shape != tuple(old.shape) or array.dtype != old.dtype.numpy():
+                raise InputError(
+                    f"Initializer '{name}' is {old.dtype.numpy()} {list(old.shape)}; the "
+                    f"new value is {array.dtype} {list(array.shape)}."
+                )
+            old.const_value = ir.tensor(array, name=name)
+        twin = copy.copy(self)
+        twin._use(model)
+        twin._runner = twin._new_runner()
+        return twin
 
     # -- model facts ---------------------------------------------------------------------
     def _example_shapes(self, proto: onnx.ModelProto) -> dict[str, tuple[int, ...]] | None:
@@ -606,6 +639,27 @@ class Explainer:
     ) -> np.ndarray:
         """Every candidate's score (N, K) for the target's kind (a class vector's logits,
         unless keep_softmax; a time step's symbols; a box's classes), forward only."""
+        return self._scores(x, target, batch_size, inputs)[0]
+
+    def probabilities(
+        self,
+        x: Any,
+        target: Any = None,
+        *,
+        batch_size: int | None = 32,
+        inputs: Mapping[str, Any] | None = None,
+    ) -> np.ndarray:
+        """Every candidate's probability (N, K): through the model's own final Softmax or
+        Sigmoid, kept when its output already sums to one, else the softmax of the scores
+        (a logit model, as the RISE authors append a softmax to theirs)."""
+        scores, activation = self._scores(x, target, batch_size, inputs)
+        probs = probabilities(scores, activation)
+        return probs if probs is not None else probabilities(scores, "softmax")
+
+    def _scores(
+        self, x: Any, target: Any, batch_size: int | None, inputs: Mapping[str, Any] | None
+    ) -> tuple[np.ndarray, str | None]:
+        """(every candidate's score, the final activation the scores stepped over)."""
         batch_size = _batch_size(batch_size)
         xs = self.check_input(x)
         extra = self._extra_inputs(inputs, xs.shape[0])
@@ -621,7 +675,8 @@ class Explainer:
         out = self._runner.execute(
             spec, xs, chosen.feeds(len(xs), lookup), batch_size, extra, outputs=[UNIT_SCORES]
         )
-        return out[UNIT_SCORES]
+        peeled = set(self._runner.peeled(spec))
+        return out[UNIT_SCORES], (peeled.pop() if len(peeled) == 1 else None)
 
     def forward(self, x: Any, *, inputs: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The model's own outputs by name (onnxruntime on the normalised model)."""
