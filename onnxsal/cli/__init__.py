@@ -19,12 +19,13 @@ from onnxsal.cli.common import CONTEXT, INTERRUPTED, printable
 from onnxsal.cli.compare import compare
 from onnxsal.cli.convert import convert
 from onnxsal.cli.demo import DEMO_PHOTOS, demo
+from onnxsal.cli.evaluate import evaluate
 from onnxsal.cli.explain import explain
 from onnxsal.cli.export import export
 from onnxsal.cli.info import doctor, models
 from onnxsal.cli.inspect import inspect
 
-COMMANDS = (explain, export, compare, inspect, models, doctor, demo, convert)
+COMMANDS = (explain, evaluate, export, compare, inspect, models, doctor, demo, convert)
 
 
 class OnnxsalGroup(click.Group):

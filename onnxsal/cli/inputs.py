@@ -161,3 +161,12 @@ def require_inputs(sources: list[Source], missing: list[str], every: bool = Fals
     raise InputError(
         named + "Give image files, folders, glob patterns, or samples as .npy/.npz/.csv files."
     )
+
+
+def file_stamp(path: Path) -> list[int] | None:
+    """A file's size and modification time: a changed file is explained anew."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]

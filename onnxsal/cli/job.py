@@ -32,7 +32,7 @@ import numpy as np
 
 from onnxsal import __version__
 from onnxsal.cli.files import DiskFullError, FolderGoneError
-from onnxsal.cli.inputs import Source, claim, name_key
+from onnxsal.cli.inputs import Source, claim, file_stamp, name_key
 from onnxsal.cli.journal import RETIRED, Index, Journal, settings_id
 from onnxsal.cli.render import Drawing, Item
 from onnxsal.errors import (
@@ -230,7 +230,7 @@ class Run:
         if found is None or found[0] != "ok":
             return False
         _, stamp, outputs = found
-        if stamp != _stamp(task.source.path):
+        if stamp != file_stamp(task.source.path):
             return False
         files = self.files(task)
         listed = {str(p.relative_to(self.folder)) for p in files.values()}
@@ -295,7 +295,7 @@ class Run:
                         f"its output '{path}' would replace an input or the model; choose "
                         "another -o."
                     )
-            task.stamp = _stamp(task.source.path)  # before reading: a later change is seen
+            task.stamp = file_stamp(task.source.path)  # before reading: a later change is seen
             item = self._read(task)
             item.tensor = self.explainer.check_input(item.tensor)  # shape, dtype, NaN
             return item
@@ -420,15 +420,6 @@ class Run:
         if target.ndim == 0 and int(target) >= 0:
             return self._label(int(target)) if kind == "class" else str(int(target))
         return ""
-
-
-def _stamp(path: Path) -> list[int] | None:
-    """A file's size and modification time: a changed file is explained anew."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return [st.st_size, st.st_mtime_ns]
 
 
 def _digest(values: np.ndarray) -> str:

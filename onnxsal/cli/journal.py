@@ -83,11 +83,16 @@ class Index:
 
 
 class Journal:
-    """The journal of one output folder (appended to under the folder's lock)."""
+    """The journal of one output folder (appended to under the folder's lock). A kind of
+    record (explain's, evaluate's) names its files and its CSV rows."""
+
+    file = JOURNAL
+    summary_json, summary_csv, settings_json = SUMMARY_JSON, SUMMARY_CSV, SETTINGS_JSON
+    csv_fields = SUMMARY_FIELDS
 
     def __init__(self, folder: Path, check: Any = None):
         self.folder = folder
-        self.path = folder / STATE / JOURNAL
+        self.path = folder / STATE / self.file
         self.check = check or (lambda: None)  # raises if the folder's lock was lost
 
     # -- reading ---------------------------------------------------------------------------
@@ -207,10 +212,10 @@ class Journal:
 
             def write_csv(tmp: str) -> None:
                 with open(tmp, "w", encoding="utf-8", errors="backslashreplace", newline="") as out:
-                    writer = csv.DictWriter(out, fieldnames=SUMMARY_FIELDS, extrasaction="ignore")
+                    writer = csv.DictWriter(out, fieldnames=self.csv_fields, extrasaction="ignore")
                     writer.writeheader()
                     for key in order:
-                        writer.writerow(_csv_cells(self._read_at(src, rows[key])))
+                        writer.writerows(self.csv_rows(self._read_at(src, rows[key])))
 
             def write_settings(tmp: str) -> None:
                 found = {
@@ -218,9 +223,21 @@ class Journal:
                 }
                 Path(tmp).write_text(json.dumps(strict(found), indent=2) + "\n", encoding="utf-8")
 
-            atomic_write(self.folder / SUMMARY_JSON, write_json)
-            atomic_write(self.folder / SUMMARY_CSV, write_csv)
-            atomic_write(self.folder / SETTINGS_JSON, write_settings)
+            atomic_write(self.folder / self.summary_json, write_json)
+            atomic_write(self.folder / self.summary_csv, write_csv)
+            atomic_write(self.folder / self.settings_json, write_settings)
+
+    def csv_rows(self, row: dict) -> Iterator[dict]:
+        """The CSV line(s) of one row, every cell safe for a spreadsheet."""
+        yield _csv_cells(row)
+
+    def rows(self, settings: str | None = None) -> Iterator[dict]:
+        """The latest row of each input (of one settings id), one at a time."""
+        latest, _, _ = self._latest()
+        with open(self.path, "rb") as src:
+            for key in sorted(latest):
+                if settings is None or key[1] == settings:
+                    yield self._read_at(src, latest[key])
 
     def adopt_summary(self) -> None:
         """A folder whose journal is gone but whose summary.json is ours: its rows seed a new
@@ -228,7 +245,7 @@ class Journal:
         if self.path.exists():
             return
         try:
-            rows = json.loads((self.folder / SUMMARY_JSON).read_text(encoding="utf-8"))
+            rows = json.loads((self.folder / self.summary_json).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return
         if isinstance(rows, list):
