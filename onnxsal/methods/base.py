@@ -116,6 +116,8 @@ class Method:
     needs_gradient: ClassVar[bool] = True
     # Whether x may stand for a layer (wrt=): not for methods that read x as an image.
     takes_wrt: ClassVar[bool] = True
+    # Whether a map's sign means something (drawn diverging, white at zero) or only its size.
+    signed: ClassVar[bool] = False
 
     def explain(self, runner: Runner, req: Request, **options: Any) -> Explanation:
         raise NotImplementedError

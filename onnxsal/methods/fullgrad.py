@@ -36,6 +36,7 @@ def rescale(maps: np.ndarray, eps: float = 1e-6) -> np.ndarray:
 
 class FullGrad(Method):
     name = "fullgrad"
+    signed = False  # a sum of rescaled |.| maps: never negative (simple_fullgrad too)
     bias_output = BIAS_MAP
     takes_wrt = False
 

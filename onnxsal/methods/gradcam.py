@@ -70,6 +70,7 @@ def grad_cam(runner: Runner, req: Request):
 
 class GradCAM(Method):
     name = "gradcam"
+    signed = False  # ReLU of the weighted activations: never negative
     layer_is_own = True
     takes_wrt = False
 

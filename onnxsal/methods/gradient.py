@@ -9,6 +9,8 @@ from onnxsal.runner import Runner
 class Gradient(Method):
     """d score / d x with the modifier's backward rule at rectifier gates."""
 
+    signed = False  # its sign flips from pixel to pixel; read, as the field does, by |g|
+
     def __init__(self, modifier: str):
         self.modifier = modifier
         self.name = modifier  # type: ignore[misc]  (one instance per modifier name)

@@ -18,6 +18,7 @@ from onnxsal.runner import Runner
 
 class GuidedGradCAM(Method):
     name = "guided_gradcam"
+    signed = False  # guided backprop's gradients, read by size as guided backprop's are
     layer_is_own = True
     takes_wrt = False
 

@@ -8,6 +8,7 @@ from onnxsal.runner import Runner
 
 class InputXGradient(Method):
     name = "input_x_gradient"
+    signed = True  # each term x * g adds to the score or takes from it
 
     def explain(self, runner: Runner, req: Request, **options) -> Explanation:
         result, _ = gradients(runner, req)

@@ -102,6 +102,7 @@ def _gaussian_blur(x: np.ndarray, layout: str | None, sigma: float | None) -> np
 
 class IntegratedGradients(Method):
     name = "integrated_gradients"
+    signed = True  # the terms sum to score(x) - score(baseline): their sign says which way
     options = frozenset({"baseline", "steps", "integration", "seed", "blur_sigma"})
 
     def explain(

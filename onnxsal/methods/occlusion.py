@@ -149,6 +149,7 @@ def attribution_dtype(x: np.ndarray) -> np.dtype:
 
 class Occlusion(Method):
     name = "occlusion"
+    signed = True  # the score's drop: negative where hiding a window raises the score
     options = frozenset({"sliding_window_shapes", "strides", "baselines"})
     needs_gradient = False
 

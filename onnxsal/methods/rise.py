@@ -126,6 +126,7 @@ def mask_axes(ndim: int, layout: str | None) -> tuple[int, ...]:
 
 class RISE(Method):
     name = "rise"
+    signed = False  # an expected score per pixel: larger is more important; its 0 means nothing
     options = frozenset({"n_masks", "grid", "keep", "seed"})
     needs_gradient = False
 

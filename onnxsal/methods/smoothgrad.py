@@ -43,6 +43,7 @@ def noise_for(x: np.ndarray, n_samples: int, noise: float, seed: int | None) -> 
 
 class SmoothGrad(Method):
     name = "smoothgrad"
+    signed = False  # averaged gradients read by size, like gradients; squared/var are >= 0
     options = frozenset({"n_samples", "noise", "seed", "variant", "base"})
 
     def explain(
