@@ -1,5 +1,12 @@
 """Pictures a person wants to look at: colormapped maps, overlays, panels with a colour bar.
 
+A pixel-gradient map laid over its photo is a few faint specks: most of its
+pixels are weak, and weak means transparent. So a map is also drawn on its own
+(`display_map`), as the field shows it: unsigned maps in grey, |a| summed over
+channels and scaled to its 99th percentile (one outlier cannot darken the
+rest); signed maps (a method's `signed`) in a diverging red-blue map, white at
+zero. Panels put it beside the overlay: photo | map | overlay.
+
 Colormaps come from `cmap` (numpy only, 7 MB; matplotlib's colormaps without
 matplotlib's 170 MB), so any name it knows works ("inferno", "viridis", "jet",
 "colorbrewer:RdBu"...).
@@ -7,13 +14,19 @@ matplotlib's 170 MB), so any name it knows works ("inferno", "viridis", "jet",
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from onnxsal import postprocess
 from onnxsal.errors import InputError
 
-DEFAULT_COLORMAP = "inferno"
+DEFAULT_COLORMAP = "inferno"  # overlays, signal traces, heat maps
+SALIENCY_COLORMAP = "gray"  # maps of unsigned methods drawn on their own: black 0, white 1
+DIVERGING_COLORMAP = "colorbrewer:RdBu_r"  # signed maps: blue < 0, white 0, red > 0
+SHOWS = ("both", "saliency", "overlay")  # what a panel shows of a map beside the photo
+PERCENTILE = 99.0  # a map's values at and above this percentile are drawn at full strength
 
 
 def to_map(
@@ -33,9 +46,58 @@ def to_map(
     return postprocess.normalize(a, normalize)[0]
 
 
+def display_map(
+    attribution: np.ndarray, layout: str | None, signed: bool, *, percentile: float = PERCENTILE
+) -> np.ndarray:
+    """One sample's attribution -> the 2-D map drawn on its own, in [0, 1].
+
+    Pictures, (C, H, W) or for NHWC (H, W, C): unsigned maps as PAIR's
+    VisualizeImageGrayscale: m = |a| summed over channels, (m - min) over
+    (its `percentile`-th percentile - min), clipped to [0, 1]. Signed maps after
+    PAIR's VisualizeImageDiverging: m = a summed over channels, divided by the
+    percentile of |m| and clipped to [-1, 1], then moved to [0, 1]: 0.5 is zero,
+    above it raises the score, below it lowers it. A map whose percentile is its
+    minimum (nearly all zero) is scaled to its maximum instead. NaN is drawn as
+    zero. A 2-D attribution is one channel; a 1-D one a strip of one row.
+    """
+    a = np.asarray(attribution)
+    if a.ndim in (1, 2):
+        a, layout = a.reshape(1, -1 if a.ndim == 1 else a.shape[0], a.shape[-1]), "NCHW"
+    if a.ndim != 3:
+        raise InputError(f"Cannot draw an attribution of shape {a.shape}.")
+    axis = -1 if layout == "NHWC" else 0
+    a = a.astype(np.float64)
+    m = a.sum(axis=axis) if signed else np.abs(a).sum(axis=axis)
+    finite = m[np.isfinite(m)]
+    if signed:
+        span = _top(np.abs(finite), percentile, 0.0)
+        out = (np.clip(m / span, -1.0, 1.0) + 1.0) / 2.0 if span > 0 else np.full(m.shape, 0.5)
+        neutral = 0.5
+    else:
+        low = finite.min() if finite.size else 0.0
+        span = _top(finite, percentile, low) - low
+        out = np.clip((m - low) / span, 0.0, 1.0) if span > 0 else np.zeros(m.shape)
+        neutral = 0.0
+    return np.where(np.isnan(out), neutral, out).astype(np.float32)
+
+
+def _top(values: np.ndarray, percentile: float, low: float) -> float:
+    """The value drawn at full strength: the percentile, or the maximum when the
+    percentile is no higher than `low` (a map that is nearly all `low`)."""
+    if values.size == 0:
+        return low
+    top = float(np.percentile(values, percentile))
+    return top if top > low else float(values.max())
+
+
+def standalone_colormap(signed: bool, colormap: str = SALIENCY_COLORMAP) -> str:
+    """The colormap of a map drawn on its own: diverging for signed maps."""
+    return DIVERGING_COLORMAP if signed else colormap
+
+
 def resize_map(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A [0, 1] map resized bilinearly to (width, height), as 8-bit steps like the pictures."""
-    small = Image.fromarray((255 * m).astype(np.uint8))
+    small = Image.fromarray(np.round(255 * np.clip(m, 0.0, 1.0)).astype(np.uint8))
     return np.asarray(small.resize(size, Image.BILINEAR), dtype=np.float32) / 255.0
 
 
@@ -66,34 +128,86 @@ def overlay(
     return Image.fromarray(np.clip(blended + 0.5, 0, 255).astype(np.uint8), "RGB")
 
 
-def colorbar(height: int, colormap: str = DEFAULT_COLORMAP, width: int = 14) -> Image.Image:
-    """A vertical colour bar, 1 at the top, with its end values written beside it."""
+def colorbar(
+    height: int, colormap: str = DEFAULT_COLORMAP, width: int = 14, *, signed: bool = False
+) -> Image.Image:
+    """A vertical colour bar, 1 at the top, with its end values written beside it; for a
+    signed map, + at the top, 0 in the middle and - at the bottom."""
     ramp = np.repeat(np.linspace(1, 0, height)[:, None], width, axis=1)
     bar = colorize(ramp, colormap)
     canvas = Image.new("RGB", (width + 24, height), "white")
     canvas.paste(bar, (0, 0))
     draw = ImageDraw.Draw(canvas)
+    draw.rectangle([(0, 0), (width - 1, height - 1)], outline=(160, 160, 160))  # white ends
     font = ImageFont.load_default()
-    draw.text((width + 3, 0), "1", fill="black", font=font)
-    draw.text((width + 3, height - 12), "0", fill="black", font=font)
+    top, bottom = ("+", "-") if signed else ("1", "0")
+    draw.text((width + 3, 0), top, fill="black", font=font)
+    draw.text((width + 3, height - 12), bottom, fill="black", font=font)
+    if signed:
+        draw.text((width + 3, height // 2 - 6), "0", fill="black", font=font)
     return canvas
+
+
+def map_tiles(
+    picture: Image.Image,
+    saliency: np.ndarray,
+    strength: np.ndarray,
+    *,
+    signed: bool = False,
+    show: str = "both",
+    colormap: str = DEFAULT_COLORMAP,
+    saliency_cmap: str = SALIENCY_COLORMAP,
+    alpha: float = 0.6,
+) -> list[Image.Image]:
+    """One map's tiles at the picture's size: the map on its own (`saliency`, from
+    `display_map`), over the picture (`strength`, from `to_map`), or both (`show`)."""
+    if show not in SHOWS:
+        raise InputError(f"show must be one of {', '.join(SHOWS)}, not '{show}'.")
+    tiles = []
+    if show != "overlay":
+        own = standalone_colormap(signed, saliency_cmap)
+        tiles.append(colorize(resize_map(saliency, picture.size), own))
+    if show != "saliency":
+        tiles.append(overlay(picture, resize_map(strength, picture.size), colormap, alpha))
+    return tiles
+
+
+def colorbars(
+    height: int,
+    signed: Iterable[bool],
+    *,
+    show: str = "both",
+    colormap: str = DEFAULT_COLORMAP,
+    saliency_cmap: str = SALIENCY_COLORMAP,
+) -> list[Image.Image]:
+    """The colour bars of tiles made by `map_tiles` for maps of these signs, each once."""
+    kinds: list[tuple[str, bool]] = []
+    if show != "overlay":
+        kinds += [(standalone_colormap(s, saliency_cmap), s) for s in sorted(set(signed))]
+    if show != "saliency":
+        kinds.append((colormap, False))
+    unique = list(dict.fromkeys(kinds))
+    return [colorbar(height, name, signed=s) for name, s in unique]
 
 
 def tile_row(
     tiles: list[Image.Image],
     *,
-    gap: int = 8,
+    gap: int | Sequence[int] = 8,
     title: str = "",
     captions: list[str] | None = None,
     colormap: str | None = None,
 ) -> Image.Image:
     """Tiles left to right on white, a line of text above them (a title, or a caption per
-    tile) and, given a colormap, its colour bar at the right end."""
+    tile) and, given a colormap, its colour bar at the right end. `gap`: the white between
+    neighbours, one number or one per pair of neighbours (the last repeats)."""
     pieces = list(tiles)
     if colormap is not None:
         pieces.append(colorbar(max(t.height for t in tiles), colormap))
+    gaps = [gap] if isinstance(gap, int) else list(gap) or [8]
+    gaps = (gaps + gaps[-1:] * len(pieces))[: len(pieces) - 1]
     header = 18 if title or captions else 0
-    width = sum(p.width for p in pieces) + gap * (len(pieces) - 1)
+    width = sum(p.width for p in pieces) + sum(gaps)
     sheet = Image.new("RGB", (width, header + max(p.height for p in pieces)), "white")
     draw, font = ImageDraw.Draw(sheet), ImageFont.load_default()
     left = 0
@@ -101,7 +215,7 @@ def tile_row(
         sheet.paste(piece, (left, header))
         if captions and i < len(captions):
             draw.text((left + 4, 3), captions[i], fill="black", font=font)
-        left += piece.width + gap
+        left += piece.width + (gaps[i] if i < len(gaps) else 0)
     if title:
         draw.text((4, 3), title, fill="black", font=font)
     return sheet
@@ -109,18 +223,36 @@ def tile_row(
 
 def panel(
     original: Image.Image,
-    m: np.ndarray,
+    saliency: np.ndarray,
+    strength: np.ndarray | None = None,
     *,
+    signed: bool = False,
+    show: str = "both",
     colormap: str = DEFAULT_COLORMAP,
+    saliency_cmap: str = SALIENCY_COLORMAP,
     alpha: float = 0.6,
     title: str = "",
     tile: int = 224,
 ) -> Image.Image:
-    """The seeds' figure: original | saliency | overlay, with a colour bar and a title."""
+    """The figure of one map: original | map on its own | overlay (`show`: both, or one
+    of the two), the colour bars at the right end and a title above. `saliency` comes
+    from `display_map`, `strength` (what the overlay weighs; default: `saliency`'s
+    distance from zero) from `to_map`."""
     picture = original.convert("RGB").resize((tile, tile), Image.BICUBIC)
-    resized = resize_map(m, (tile, tile))
-    tiles = [picture, colorize(resized, colormap), overlay(picture, resized, colormap, alpha)]
-    return tile_row(tiles, title=title, colormap=colormap)
+    if strength is None:
+        strength = np.abs(2 * saliency - 1) if signed else saliency
+    tiles = map_tiles(
+        picture,
+        saliency,
+        strength,
+        signed=signed,
+        show=show,
+        colormap=colormap,
+        saliency_cmap=saliency_cmap,
+        alpha=alpha,
+    )
+    bars = colorbars(tile, [signed], show=show, colormap=colormap, saliency_cmap=saliency_cmap)
+    return tile_row([picture, *tiles, *bars], title=title)
 
 
 def feature_bars(

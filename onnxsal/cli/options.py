@@ -19,7 +19,7 @@ from onnxsal.cli.common import Numbers, bounded, option_value, options
 from onnxsal.images import DEFAULT_MAX_PIXELS
 from onnxsal.metadata import CHANNEL_ORDERS, LAYOUTS, RESAMPLE
 from onnxsal.methods import METHODS
-from onnxsal.pictures import DEFAULT_COLORMAP
+from onnxsal.pictures import DEFAULT_COLORMAP, SALIENCY_COLORMAP, SHOWS
 
 # A side of a model input beyond this is a typo (a 8192x8192 RGB input is 800 MB a batch).
 MAX_SIDE = 8192
@@ -245,7 +245,8 @@ def colormap_option(fn: Callable) -> Callable:
         default=DEFAULT_COLORMAP,
         show_default=True,
         callback=_known_colormap,
-        help="Any colormap name cmap knows (viridis, magma, gray...).",
+        help="Colormap of overlays, traces and heat maps: any name cmap knows (viridis, "
+        "magma, gray...).",
     )(fn)
 
 
@@ -257,3 +258,24 @@ def _known_colormap(ctx: Any, param: Any, value: str) -> str:
     except Exception:
         raise click.BadParameter(f"'{value}' is not a colormap cmap knows.") from None
     return value
+
+
+show_options = options(
+    click.option(
+        "--show",
+        type=click.Choice(SHOWS),
+        default="both",
+        show_default=True,
+        help="What panels show of each map beside the photo: the map on its own (faint "
+        "gradient specks become visible), the map over the photo, or both.",
+    ),
+    click.option(
+        "--saliency-colormap",
+        default=SALIENCY_COLORMAP,
+        show_default=True,
+        callback=_known_colormap,
+        help="Colormap of the maps drawn on their own, for methods whose maps are unsigned; "
+        f"signed ones ({', '.join(n for n, m in METHODS.items() if m.signed)}) are red above "
+        "zero, blue below, white at zero.",
+    ),
+)

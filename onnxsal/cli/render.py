@@ -1,9 +1,10 @@
 """Drawing one input's explanation into files: which files, and what each shows.
 
-Pictures get a saliency map and an overlay (and a panel); samples that are
-not pictures get the picture that fits them (bars for features and tokens, a
-shaded trace for signals, a heat map for 2-D arrays) and always keep their raw
-attribution. Every file is written whole or not at all.
+Pictures get a saliency map drawn on its own (grey, or red-blue for methods
+whose maps are signed), an overlay, and with --panel both beside the photo;
+samples that are not pictures get the picture that fits them (bars for features
+and tokens, a shaded trace for signals, a heat map for 2-D arrays) and always
+keep their raw attribution. Every file is written whole or not at all.
 """
 
 from __future__ import annotations
@@ -17,12 +18,16 @@ from PIL import Image
 from onnxsal.cli.files import atomic_write
 from onnxsal.pictures import (
     DEFAULT_COLORMAP,
+    SALIENCY_COLORMAP,
     colorize,
+    display_map,
     feature_bars,
     heat_map,
     overlay,
     panel,
+    resize_map,
     signal_trace,
+    standalone_colormap,
     to_map,
 )
 
@@ -54,7 +59,9 @@ class Drawing:
     original_size: bool = False
     colormap: str = DEFAULT_COLORMAP
     alpha: float = 0.6
-    reduce: str = "max"
+    reduce: str = "max"  # the overlay's channel reduction (the map alone sums them)
+    show: str = "both"  # what the panel shows beside the photo (pictures.SHOWS)
+    saliency_colormap: str = SALIENCY_COLORMAP  # maps of unsigned methods, drawn alone
 
     def settings(self) -> dict:
         return asdict(self)
@@ -79,28 +86,42 @@ class Drawing:
         layout: str | None,
         title: str,
         extras: dict[str, np.ndarray],
+        signed: bool = False,
     ) -> None:
-        """Write every file of `files` for one input (raw maps keep `extras` beside them)."""
+        """Write every file of `files` for one input (raw maps keep `extras` beside them);
+        `signed`: the method's maps are signed (its `signed`), drawn diverging."""
         if "overlay" in files:
             m = to_map(attribution, layout, self.reduce)
+            saliency = display_map(attribution, layout, signed)
             picture = item.picture
             if self.original_size and item.original is not None:
                 picture = item.original.convert("RGB")
-            heat = colorize(m, self.colormap)
-            if picture is not None and heat.size != picture.size:
-                heat = heat.resize(picture.size, Image.BILINEAR)
-            shown = (
-                overlay(picture, m, self.colormap, self.alpha) if self.overlay and picture else heat
-            )
+            size = picture.size if picture is not None else saliency.shape[::-1]
+            own = standalone_colormap(signed, self.saliency_colormap)
+            alone = colorize(resize_map(saliency, size), own)
+            if self.overlay and picture:
+                shown = overlay(picture, m, self.colormap, self.alpha)
+            else:
+                shown = colorize(m, self.colormap)
+                if shown.size != size:
+                    shown = shown.resize(size, Image.BILINEAR)
             _save_png(files["overlay"], shown)
             if "panel" in files:
                 sheet = panel(
-                    picture or heat, m, colormap=self.colormap, alpha=self.alpha, title=title
+                    picture or alone,
+                    saliency,
+                    m,
+                    signed=signed,
+                    show=self.show,
+                    colormap=self.colormap,
+                    saliency_cmap=self.saliency_colormap,
+                    alpha=self.alpha,
+                    title=title,
                 )
                 _save_png(files["panel"], sheet)
         else:
-            heat = self.sample_picture(item, attribution, title)
-        _save_png(files["saliency"], heat)
+            alone = self.sample_picture(item, attribution, title)
+        _save_png(files["saliency"], alone)
         if "raw" in files:
             raw = files["raw"]
 
