@@ -253,7 +253,9 @@ def _class_target(text: str | None, labels: list[str] | None) -> int | None:
     if goal is None:
         return None
     if not (isinstance(goal, Class) and goal.output is None and goal.index is not None):
-        raise click.BadParameter("evaluate explains a class: give its index or label.", "-t")
+        raise click.BadParameter(
+            "evaluate explains a class: give its index or label.", param_hint="-t"
+        )
     return goal.index
 
 
