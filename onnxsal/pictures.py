@@ -71,12 +71,13 @@ def display_map(
     finite = m[np.isfinite(m)]
     if signed:
         span = _top(np.abs(finite), percentile, 0.0)
-        out = (np.clip(m / span, -1.0, 1.0) + 1.0) / 2.0 if span > 0 else np.full(m.shape, 0.5)
+        scaled = np.clip(m / span, -1.0, 1.0) if span > 0 else np.sign(m)  # all 0 but inf
+        out = (scaled + 1.0) / 2.0
         neutral = 0.5
     else:
         low = finite.min() if finite.size else 0.0
         span = _top(finite, percentile, low) - low
-        out = np.clip((m - low) / span, 0.0, 1.0) if span > 0 else np.zeros(m.shape)
+        out = np.clip((m - low) / span, 0.0, 1.0) if span > 0 else (m > low) * 1.0
         neutral = 0.0
     return np.where(np.isnan(out), neutral, out).astype(np.float32)
 
