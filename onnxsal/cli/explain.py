@@ -22,6 +22,7 @@ from onnxsal.cli.options import (
     preprocess_options,
     preprocess_values,
     preprocessing,
+    show_options,
     tensor_options,
 )
 from onnxsal.cli.render import FORMATS, Drawing
@@ -78,7 +79,10 @@ TARGET_HELP = (
     "--alpha", default=0.6, show_default=True, type=click.FloatRange(0, 1), help="Overlay opacity."
 )
 @colormap_option
-@click.option("--panel", is_flag=True, help="Also write original | saliency | overlay panels.")
+@show_options
+@click.option(
+    "--panel", is_flag=True, help="Also write panels: original | saliency | overlay (--show)."
+)
 @click.option(
     "--original-size",
     is_flag=True,
@@ -112,6 +116,8 @@ def explain(
     overlay,
     alpha,
     colormap,
+    show,
+    saliency_colormap,
     panel,
     original_size,
     batch_size,
@@ -176,7 +182,9 @@ def explain(
         feeds=feeds,
         batch_size=batch_size,
     )
-    drawing = Drawing(fmt, overlay, panel, original_size, colormap, alpha, reduce)
+    drawing = Drawing(
+        fmt, overlay, panel, original_size, colormap, alpha, reduce, show, saliency_colormap
+    )
     protected = {s.path.resolve() for s in sources} | _summaries(folder)
     if Path(model).is_file():
         protected.add(Path(model).resolve())

@@ -369,7 +369,8 @@ class Run:
             extras = {"score": np.float64(score), "target": target}
             self.journal.check()  # writing would make a removed folder anew
             try:
-                self.drawing.draw(self.files(task), item, attribution, ex.layout, title, extras)
+                files, signed = self.files(task), get_method(req.method).signed
+                self.drawing.draw(files, item, attribution, ex.layout, title, extras, signed)
             except (DiskFullError, FolderGoneError):
                 raise
             except OnnxsalError as exc:  # this input's files only (a name in the way)
