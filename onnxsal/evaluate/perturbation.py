@@ -80,7 +80,7 @@ def _causal(kind, model, x, maps, target, steps, substrate, score, batch_size) -
     ex = explainer_of(model)
     xs = ex.check_input(x)
     positions = Positions.of(xs, ex.layout)
-    ranks = descending_ranks(relevance(maps, positions))
+    ranks = descending_ranks(relevance(maps, positions, samples=len(xs)))
     steps = positive_int(steps, "steps")
     base = make_substrate(xs, substrate, positions)
     start, finish = (xs, base) if kind == "deletion" else (base, xs)

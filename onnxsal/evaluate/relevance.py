@@ -58,10 +58,19 @@ class Positions:
         return np.expand_dims(per_position, axis)
 
 
-def relevance(attribution: np.ndarray, positions: Positions, *, signed: bool = True) -> np.ndarray:
+def relevance(
+    attribution: np.ndarray,
+    positions: Positions,
+    *,
+    signed: bool = True,
+    samples: int | None = None,
+) -> np.ndarray:
     """(N, *positions.shape) float64: one value per position (channels summed; |a| first
-    unless signed). Maps already one value per position are taken as they are."""
+    unless signed). Maps already one value per position are taken as they are; `samples`:
+    the number of maps there must be (one per sample)."""
     a = np.asarray(attribution, dtype=np.float64)
+    if samples is not None and a.ndim and len(a) != samples:
+        raise InputError(f"One map per sample: got {len(a)} for {samples} samples.")
     if a.shape[1:] == positions.shape:
         return a
     if a.shape[1:] != positions.sample_shape:
@@ -91,6 +100,8 @@ def descending_ranks(maps: np.ndarray) -> np.ndarray:
     """(N, P) each position's place in descending relevance (0 = most relevant; ties: the
     earlier position first)."""
     flat = maps.reshape(maps.shape[0], -1)
+    if not np.isfinite(flat).all():
+        raise InputError("The maps hold NaN or infinite values: no order of relevance to follow.")
     order = np.argsort(-flat, axis=1, kind="stable")
     ranks = np.empty_like(order)
     np.put_along_axis(ranks, order, np.arange(flat.shape[1])[None], axis=1)

@@ -69,10 +69,11 @@ def road(
     if not positions.spatial:
         raise OptionError("ROAD imputes pixels from their neighbours: it needs images.")
     fractions = np.asarray(shares, dtype=np.float64)
-    if fractions.ndim != 1 or not ((fractions > 0) & (fractions < 1)).all():
+    if fractions.ndim != 1 or not fractions.size or not ((fractions > 0) & (fractions < 1)).all():
         raise OptionError(f"shares are fractions between 0 and 1; got {shares!r}.")
-    ranks = descending_ranks(relevance(maps, positions))
-    counts = (positions.size * fractions).astype(int)
+    ranks = descending_ranks(relevance(maps, positions, samples=len(xs)))
+    # floor(P * share), not spoiled by the share's binary rounding (400 * 0.29 < 116)
+    counts = np.floor(np.round(positions.size * fractions, 9)).astype(int)
     classes, before = explained_classes(ex, xs, target, score, batch_size)
     out = {"morf": [], "lerf": [], "morf_kept": [], "lerf_kept": []}
     for i, sample in enumerate(xs):

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxsal.errors import OptionError
+from onnxsal.errors import InputError, OptionError
 from onnxsal.evaluate.scoring import explained_classes, explainer_of
 from onnxsal.methods.base import positive_int
 
@@ -39,6 +39,8 @@ def complexity(maps: np.ndarray) -> np.ndarray:
 
 def _normalised(maps: np.ndarray) -> np.ndarray:
     a = np.abs(np.asarray(maps, dtype=np.float64)).reshape(len(maps), -1)
+    if not np.isfinite(a).all():
+        raise InputError("The maps hold NaN or infinite values: no share of relevance to measure.")
     top = a.max(axis=1, keepdims=True)
     return np.divide(a, top, out=np.zeros_like(a), where=top > 0)
 
