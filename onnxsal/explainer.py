@@ -142,7 +142,9 @@ class Explainer:
             old.const_value = ir.tensor(array, name=name)
         twin = copy.copy(self)
         twin._use(model)
+        twin._placements = dict(self._placements)  # batch axes follow the graph, not weights
         twin._runner = twin._new_runner()
+        twin._runner.fixed_batch = self._runner.fixed_batch  # a batch-of-one model stays one
         return twin
 
     # -- model facts ---------------------------------------------------------------------

@@ -8,6 +8,7 @@ import json
 import re
 import signal
 import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -139,3 +140,17 @@ def test_road_and_randomization_reach_the_page_and_it_renders_in_chromium(digits
     assert dom.stdout.count("<svg") == 4  # ROAD both orders, two randomisation measures
     assert dom.stdout.count("<polyline") == 2 * 3 + 2 * 2  # ROAD judges the random map too
     assert len(re.findall(r"<img ", dom.stdout)) == len(found)
+
+
+def test_without_the_extra_the_command_says_which_to_install(digits, tmp_path):
+    code = (
+        "import sys; sys.modules['skimage'] = None\n"
+        "from onnxsal.cli import main\n"
+        f"main(['evaluate', 'digits-cnn', {str(digits)!r}, '-o', {str(tmp_path / 'e')!r}])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "error: onnxsal.evaluate needs scipy and scikit-image: pip install 'onnxsal[evaluate]'"
+    ]

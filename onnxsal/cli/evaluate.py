@@ -34,7 +34,6 @@ from onnxsal.cli.options import (
     preprocess_values,
     preprocessing,
 )
-from onnxsal.cli.report import report_html, table_lines
 from onnxsal.errors import InputError, OnnxsalError
 from onnxsal.methods import METHODS
 
@@ -77,11 +76,18 @@ def _methods(ctx, param, value: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _metrics(ctx, param, value: str) -> list[str]:
-    from onnxsal.evaluate.suite import parse_metrics
-
+def _suite():
+    """onnxsal.evaluate.suite, or one line saying which extra brings what it needs."""
     try:
-        return parse_metrics([n.strip() for n in value.split(",") if n.strip()])
+        from onnxsal.evaluate import suite
+    except ImportError as exc:
+        common.fail(str(exc))
+    return suite
+
+
+def _metrics(ctx, param, value: str) -> list[str]:
+    try:
+        return _suite().parse_metrics([n.strip() for n in value.split(",") if n.strip()])
     except OnnxsalError as exc:
         raise click.BadParameter(str(exc)) from None
 
@@ -178,7 +184,7 @@ def evaluate(
       onnxsal evaluate efficientnet-lite0 photos/ -m vanilla,guided,integrated_gradients
       onnxsal evaluate model.onnx x.npy --metrics deletion,insertion --deletion-steps 64
     """
-    from onnxsal.evaluate.suite import Settings
+    from onnxsal.cli.report import report_html, table_lines  # after _metrics checked the extra
 
     started = time.perf_counter()
     folder = Path(out)
@@ -188,7 +194,7 @@ def evaluate(
     require_inputs(sources, missing)
     ex = common.explainer(model, providers)
     goal = _class_target(target, ex.labels)
-    settings = Settings(
+    settings = _suite().Settings(
         steps=deletion_steps,
         substrate=substrate,
         order=order,

@@ -5,6 +5,14 @@ rewriting its initializers, and every perturbation metric is batched forward
 passes, so the metrics judge any map, a gradient method's or one a user brings.
 """
 
+try:  # rank statistics, sparse imputation, SSIM and HOG
+    import scipy  # noqa: F401
+    import skimage  # noqa: F401
+except ImportError as exc:
+    raise ImportError(
+        "onnxsal.evaluate needs scipy and scikit-image: pip install 'onnxsal[evaluate]'"
+    ) from exc
+
 from onnxsal.evaluate.perturbation import Curve, deletion, insertion
 from onnxsal.evaluate.randomization import Randomization, randomization
 from onnxsal.evaluate.relevance import Positions, method_relevance, random_maps, relevance
