@@ -96,9 +96,9 @@ def plots(rows: Sequence[dict], methods: Sequence[str], metrics: Sequence[str]) 
     if "randomization" in metrics:
         blocks = next((r["results"][methods[0]]["randomization"]["blocks"] for r in rows
                        if r.get("status") == "ok"), [])  # fmt: skip
-        for measure in ("spearman_abs", "ssim"):
+        for measure in ("spearman_abs", "ssim"):  # the original map is itself: 1 at 0
             series = {
-                m: c
+                m: np.concatenate([[1.0], c])
                 for m in methods
                 if (c := _mean_curve(rows, m, "randomization", measure)) is not None
             }
@@ -108,7 +108,7 @@ def plots(rows: Sequence[dict], methods: Sequence[str], metrics: Sequence[str]) 
                     series,
                     "blocks randomised, from the output",
                     "similarity",
-                    blocks,
+                    ["original", *blocks],
                 )
             )
     return found
