@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -154,3 +155,23 @@ def test_without_the_extra_the_command_says_which_to_install(digits, tmp_path):
     assert done.stderr.strip().splitlines() == [
         "error: onnxsal.evaluate needs scipy and scikit-image: pip install 'onnxsal[evaluate]'"
     ]
+
+
+def test_charts_escape_names_a_model_may_carry():
+    from onnxsal.evaluate.figure import chart_svg
+
+    svg = chart_svg("<b>t</b>", {"<script>x": np.array([1.0, 0.5, np.nan, 0.2])}, "a&b",
+                    ["<img src=x onerror=alert(1)>"])  # fmt: skip
+    assert "<script" not in svg and "<img" not in svg and "<b>" not in svg
+    assert "&lt;script&gt;x" in svg and "a&amp;b" in svg
+    assert svg.count("<polyline") == 1 and svg.count(",") == 3  # the NaN point left out
+
+
+def test_randomization_result_draws_its_figure_and_curves():
+    from onnxsal.evaluate import randomization
+
+    ex = onnxsal.Explainer("digits-cnn")
+    r = randomization(ex, ex.example_input(1), ["vanilla", "guided"], layers=["12", "9"])
+    picture = r.figure()
+    assert picture.size[1] > 2 * 64 and picture.size[0] > 3 * 64  # 2 rows, original + 2 steps
+    assert r.curves().count("<polyline") == 2

@@ -6,10 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from onnxsal.evaluate.figure import chart_svg
 from onnxsal.evaluate.suite import METRICS, RANDOM
-
-COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
-PLOT_W, PLOT_H, PAD = 420, 220, 36
 
 
 def values(rows: Sequence[dict], method: str, metric: str) -> np.ndarray:
@@ -55,27 +53,10 @@ def _mean_curve(rows: Sequence[dict], method: str, metric: str, key: str) -> np.
     return np.nanmean(np.array(curves, dtype=np.float64), axis=0)
 
 
-def plot(title: str, series: dict[str, np.ndarray], x_label: str, y_label: str,
-         x_ticks: Sequence[str] | None = None) -> dict:  # fmt: skip
-    """A line chart as numbers for the template's SVG: one polyline per series."""
-    finite = [s[np.isfinite(s)] for s in series.values() if np.isfinite(s).any()]
-    lo = min([0.0, *(float(s.min()) for s in finite)])
-    hi = max([1.0 if lo >= 0 else 0.0, *(float(s.max()) for s in finite)])
-    hi = hi if hi > lo else lo + 1.0
-    lines = []
-    for k, (name, s) in enumerate(series.items()):
-        xs = np.linspace(0, 1, len(s)) if len(s) > 1 else np.zeros(1)
-        left = PAD + xs * (PLOT_W - PAD - 8)
-        top = 8 + (1 - (s - lo) / (hi - lo)) * (PLOT_H - PAD)
-        points = [f"{a:.1f},{b:.1f}" for a, b, y in zip(left, top, s) if np.isfinite(y)]
-        lines.append(
-            {"name": name, "colour": COLOURS[k % len(COLOURS)], "points": " ".join(points)}
-        )
-    return {
-        "title": title, "lines": lines, "x_label": x_label, "y_label": y_label,
-        "lo": f"{lo:.2f}", "hi": f"{hi:.2f}", "width": PLOT_W, "height": PLOT_H, "pad": PAD,
-        "x_ticks": list(x_ticks or []),
-    }  # fmt: skip
+def plot(title: str, series: dict[str, np.ndarray], x_label: str,
+         ticks: Sequence[str] = ()) -> dict:  # fmt: skip
+    """One chart of the page: its title, its SVG (text escaped), the x axis's ticks."""
+    return {"title": title, "svg": chart_svg(title, series, x_label, ticks), "ticks": list(ticks)}
 
 
 def plots(rows: Sequence[dict], methods: Sequence[str], metrics: Sequence[str]) -> list[dict]:
@@ -85,14 +66,14 @@ def plots(rows: Sequence[dict], methods: Sequence[str], metrics: Sequence[str]) 
         if metric in metrics:
             series = {m: c for m in with_random if (c := _mean_curve(rows, m, metric, "curve"))
                       is not None}  # fmt: skip
-            found.append(plot(f"{metric} (mean over inputs)", series,
-                              f"share of pixels {label}", "probability"))  # fmt: skip
+            found.append(plot(f"{metric}: probability (mean over inputs)", series,
+                              f"share of pixels {label}"))  # fmt: skip
     if "road" in metrics:
         for key, name in (("morf", "most relevant first"), ("lerf", "least relevant first")):
             series = {m: c for m in with_random if (c := _mean_curve(rows, m, "road", key))
                       is not None}  # fmt: skip
-            found.append(plot(f"ROAD, {name}", series, "share of pixels removed (10–90 %)",
-                              "probability change"))  # fmt: skip
+            found.append(plot(f"ROAD, {name}: change of the probability", series,
+                              "share of pixels removed (10–90 %)"))  # fmt: skip
     if "randomization" in metrics:
         blocks = next((r["results"][methods[0]]["randomization"]["blocks"] for r in rows
                        if r.get("status") == "ok"), [])  # fmt: skip
@@ -107,7 +88,6 @@ def plots(rows: Sequence[dict], methods: Sequence[str], metrics: Sequence[str]) 
                     f"randomisation: {measure} with the original map",
                     series,
                     "blocks randomised, from the output",
-                    "similarity",
                     ["original", *blocks],
                 )
             )

@@ -60,6 +60,18 @@ class Randomization:
         """(methods, blocks) mean over samples."""
         return np.nanmean(self.scores[measure], axis=2)
 
+    def figure(self, sample: int = 0, tile: int = 64) -> Any:
+        """Adebayo's figure of one sample (a PIL image): rows = methods, columns = steps."""
+        from onnxsal.evaluate.figure import randomization_figure
+
+        return randomization_figure(self, sample, tile)
+
+    def curves(self, measure: str = "spearman_abs") -> str:
+        """The mean similarity of each method's maps to the original ones, as SVG."""
+        from onnxsal.evaluate.figure import similarity_curves
+
+        return similarity_curves(self, measure)
+
 
 def weighted_layers(model: ir.Model) -> list[Weighted]:
     """The graph's weighted nodes with initializer weights, in graph order."""
