@@ -22,7 +22,7 @@ import onnx_ir as ir
 from onnxsal.errors import OptionError
 from onnxsal.evaluate.relevance import Positions, method_relevance
 from onnxsal.evaluate.scoring import explained_classes, explainer_of
-from onnxsal.evaluate.similarity import MEASURES, similarities
+from onnxsal.evaluate.similarity import MEASURES, Reference
 from onnxsal.explainer import Explainer
 from onnxsal.graph.builder import attr
 from onnxsal.graph.layers import module_path
@@ -200,10 +200,14 @@ def randomization(
     layers: Sequence[Any] | None = None,
     seed: int = 0,
     batch_size: int | None = 32,
+    options: dict[str, dict[str, Any]] | None = None,
     **method_options: Any,
 ) -> Randomization:
     """Maps of the model with more and more of its weights randomised, compared with the
-    original maps (the same class explained throughout: the original model's)."""
+    original maps (the same class explained throughout: the original model's).
+
+    method_options go to every method that takes them; options= gives each method its own
+    ({"smoothgrad": {"n_samples": 10}}), over those."""
     ex = explainer_of(model)
     if order not in ORDERS:
         raise OptionError(f"order must be one of {', '.join(ORDERS)}; got {order!r}.")
@@ -220,34 +224,37 @@ def randomization(
         )
     grouped = list(blocks(found, layers).items())[::-1]  # from the output backwards
     _check_options(methods, method_options)
+    own = {name: {**_options_for(name, method_options), **(options or {}).get(name, {})}
+           for name in methods}  # fmt: skip
     classes, _ = explained_classes(ex, xs, target, "logit", batch_size)
 
     def maps_of(explainer: Explainer) -> dict[str, np.ndarray]:
         return {
             name: method_relevance(
-                explainer.explain(xs, name, classes, batch_size=batch_size,
-                                  **_options_for(name, method_options)),
+                explainer.explain(xs, name, classes, batch_size=batch_size, **own[name]),
                 positions,
                 name,
             )
             for name in methods
         }  # fmt: skip
 
-    steps = [maps_of(ex)]
+    original = maps_of(ex)
+    references = {name: [Reference(m) for m in original[name]] for name in methods}
+    kept = {name: [original[name].astype(np.float32)] for name in methods}
+    found = {name: [] for name in methods}  # per method, per step: each sample's similarities
     values: dict[str, np.ndarray] = {}
     for k, (_, members) in enumerate(grouped):
         drawn = redrawn(ex, members, seed, k)
         values = {**values, **drawn} if order == "cascading" else drawn
-        steps.append(maps_of(ex.with_initializers(values)))
-    maps = {name: np.stack([s[name] for s in steps]) for name in methods}
-    pairs = [
-        [[similarities(maps[name][0, i], maps[name][k, i]) for i in range(len(xs))]
-         for k in range(1, len(steps))]
-        for name in methods
-    ]  # fmt: skip
+        for name, step in maps_of(ex.with_initializers(values)).items():
+            found[name].append([ref.compare(m) for ref, m in zip(references[name], step)])
+            kept[name].append(step.astype(np.float32))
     scores = {
-        m: np.array([[[s[m] for s in row] for row in per] for per in pairs]) for m in MEASURES
-    }
+        measure: np.array([[[s[measure] for s in step] for step in found[name]]
+                           for name in methods])
+        for measure in MEASURES
+    }  # fmt: skip
+    maps = {name: np.stack(kept[name]) for name in methods}
     return Randomization(
         order,
         methods,

@@ -93,9 +93,8 @@ def _road(b: Batch, name: str) -> list[dict]:
 def _randomization(b: Batch, name: str) -> list[dict]:
     if b.randomized is None:  # one run for every method: the randomised models are shared
         s = b.settings
-        every = {k: v for o in b.options.values() for k, v in o.items()}
         b.randomized = randomization(b.ex, b.x, b.methods, b.classes, order=s.order, seed=s.seed,
-                                     batch_size=s.batch_size, **every)  # fmt: skip
+                                     batch_size=s.batch_size, options=b.options)  # fmt: skip
     r = b.randomized
     m = r.methods.index(name)
     return [
