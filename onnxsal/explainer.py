@@ -37,8 +37,10 @@ from onnxsal.graph.specialise import SPECIALISED_OPS, input_key, steered_by_valu
 from onnxsal.graph.values import values_by_name
 from onnxsal.methods import METHODS, Explanation, Request, get_method
 from onnxsal.methods.base import positive_int
+from onnxsal.methods.lrp import DEFAULT_COMPOSITE, LRP, composite_key
 from onnxsal.models import ZOO
 from onnxsal.modifiers import MODIFIERS
+from onnxsal.modifiers.lrp import BOX_COMPOSITE, epsilon_gamma_box
 from onnxsal.postprocess import modify
 from onnxsal.runner import Runner
 from onnxsal.saliency_graph import GraphSpec, ModelFacts
@@ -421,28 +423,43 @@ class Explainer:
         example: Any = None,
         wrt: str | None = None,
         keep_outputs: bool = False,
+        composite: Any = None,
     ) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
-        """The gradient graph of a backprop modifier as a standalone ONNX model, and the
-        run-time values of `target` for one sample (what `saliency_model`'s extra inputs
-        take; `onnxsal export` bakes them in).
+        """The gradient graph of a backprop modifier (or LRP's, with its `composite`) as a
+        standalone ONNX model, and the run-time values of `target` for one sample (what
+        `saliency_model`'s extra inputs take; `onnxsal export` bakes them in).
 
         `example`: an input to measure output shapes on, for models whose sizes are
         dynamic; `keep_outputs`: the model's own outputs come first.
         """
-        graph, chosen, lookup = self._example_graph(method, target, example, wrt, keep_outputs)
+        graph, chosen, lookup = self._example_graph(
+            method, target, example, wrt, keep_outputs, composite
+        )
         copy = onnx.ModelProto()
         copy.CopyFrom(graph.model)
         return copy, chosen.feeds(1, lookup)
 
     def _example_graph(
-        self, method: str, target: Any, example: Any, wrt: str | None, keep_outputs: bool = False
+        self,
+        method: str,
+        target: Any,
+        example: Any,
+        wrt: str | None,
+        keep_outputs: bool = False,
+        composite: Any = None,
     ):
         """(the compiled graph of `method` for `target`, the target, the facts lookup),
         shapes measured on `example` or a made-up input (zeros for the other inputs)."""
-        if method not in MODIFIERS:
+        if method == LRP.name:
+            chosen_composite = composite if composite is not None else DEFAULT_COMPOSITE
+            modifier = composite_key(self._lrp_composite(chosen_composite))
+        elif method in MODIFIERS and composite is None:
+            modifier = method
+        else:
             raise TargetError(
                 f"'{method}' has no single gradient graph; the gradient methods are: "
-                + ", ".join(MODIFIERS)
+                + ", ".join([*MODIFIERS, LRP.name])
+                + (" (composite= is LRP's)" if composite is not None else "")
             )
         if wrt is None and self.integer_input:
             raise TargetError(self._integer_input_advice())
@@ -452,7 +469,7 @@ class Explainer:
         lookup = self._lookup(xs, extra)
         wrt_name = self._wrt(wrt) if wrt is not None else None
         spec = GraphSpec(
-            chosen.form(lookup), modifier=method, wrt=wrt_name, keep_outputs=keep_outputs
+            chosen.form(lookup), modifier=modifier, wrt=wrt_name, keep_outputs=keep_outputs
         )
         return self._runner.graph(spec, self._runner.variant(xs, extra)), chosen, lookup
 
@@ -521,22 +538,27 @@ class Explainer:
         *,
         example: Any = None,
         wrt: str | None = None,
+        composite: Any = None,
     ) -> onnx.ModelProto:
-        """The gradient graph of a backprop modifier as a standalone ONNX model.
+        """The gradient graph of a backprop modifier (or of LRP with `composite`) as a
+        standalone ONNX model.
 
         Inputs: the model's inputs plus the target's run-time values (for a class:
         `target`, int64 [N], negative = top-1). Outputs: `score` [N], `target_index`,
         `unit_scores` and `attribution` (the input's shape).
         """
-        return self.compiled(method, target, example=example, wrt=wrt)[0]
+        return self.compiled(method, target, example=example, wrt=wrt, composite=composite)[0]
 
-    def rewritten_nodes(self, method: str = "guided", *, example: Any = None) -> list[Rewrite]:
-        """The nodes whose backward the method's modifier replaced (empty for vanilla); they
-        do not depend on the target, so any element of the output serves. (The warning of
-        a modifier that found nothing is for explaining; this call asks exactly that.)"""
+    def rewritten_nodes(
+        self, method: str = "guided", *, example: Any = None, composite: Any = None
+    ) -> list[Rewrite]:
+        """The nodes whose backward the method's modifier replaced (empty for vanilla), and
+        the rule each got (LRP: per composite); they do not depend on the target, so any
+        element of the output serves. (The warning of a modifier that found nothing is for
+        explaining; this call asks exactly that.)"""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", OnnxsalWarning)
-            graph = self._example_graph(method, Output(index=0), example, None)[0]
+            graph = self._example_graph(method, Output(index=0), example, None, False, composite)[0]
         return list(graph.rewrites)
 
     # -- running -------------------------------------------------------------------------
@@ -767,6 +789,8 @@ class Explainer:
         )
         if wrt is not None:
             req = self._at_layer(req, self._wrt(wrt), chosen.needs_gradient, method)
+        if method == LRP.name and "composite" in options:
+            options["composite"] = self._lrp_composite(options["composite"])
         try:
             result = chosen.explain(self._runner, req, **options)
         except MemoryError as exc:
@@ -800,6 +824,22 @@ class Explainer:
                 stacklevel=2,
             )
         return result
+
+    def _lrp_composite(self, composite: Any) -> Any:
+        """epsilon_gamma_box by name takes its ZBox bounds from the model's preprocessing:
+        pixels 0 and 255 in model space, per channel."""
+        if composite != BOX_COMPOSITE:
+            return composite
+        pre = self.preprocess
+        if pre is None or self.layout != "NCHW":
+            raise OptionError(
+                f"{BOX_COMPOSITE} needs the input's bounds: this model records no "
+                "preprocessing (or is not NCHW); pass composite=onnxsal.modifiers.lrp."
+                "epsilon_gamma_box(low, high) in model space."
+            )
+        mean, std = np.asarray(pre.mean, np.float64), np.asarray(pre.std, np.float64)
+        low, high = (0.0 - mean) / std, (255.0 * pre.scale - mean) / std
+        return epsilon_gamma_box(np.minimum(low, high), np.maximum(low, high))
 
     def _integer_input_advice(self) -> str:
         found = self.embeddings()

@@ -23,7 +23,7 @@ from onnxsal.graph.biases import find_biases
 from onnxsal.graph.builder import Builder
 from onnxsal.graph.export import finish, sizes_trustworthy
 from onnxsal.graph.values import cut_out, values_by_name
-from onnxsal.modifiers import MODIFIERS
+from onnxsal.modifiers import get_modifier
 from onnxsal.targets import ATTRIBUTION, SCORE, TARGET_USED, UNIT_SCORES, Form, append_score
 
 ACTIVATION = "activation"
@@ -37,7 +37,7 @@ class GraphSpec:
     """What one compiled graph explains and returns (hashable: the cache key)."""
 
     score: Form  # the target's compiled structure
-    modifier: str = "vanilla"
+    modifier: Any = "vanilla"  # a MODIFIERS name, or an LRP composite (its name or object)
     wrt: str | None = None  # differentiate w.r.t. this tensor (fed as an input) instead of x
     layer_gradient: str | None = None  # also return this layer's activation and gradient
     bias_maps: bool = False  # also return every bias-gradient
@@ -101,11 +101,12 @@ def build(facts: ModelFacts, spec: GraphSpec) -> SaliencyGraph:
         activation = values[spec.layer_gradient] if spec.layer_gradient is not None else None
         if activation is not None:
             keep.append(activation)
+        modifier = get_modifier(spec.modifier)
         seed = b.ones_like(score)
+        if modifier.relevance:  # relevance starts as the score itself (LRP)
+            seed = b.Mul(seed, score)
         score.name = f"score of {spec.score.tensor or 'the weighted targets'}"
-        back = backprop(
-            b, x, score, seed, RULES, MODIFIERS[spec.modifier], keep=keep, reasons=NO_RULE_REASONS
-        )
+        back = backprop(b, x, score, seed, RULES, modifier, keep=keep, reasons=NO_RULE_REASONS)
         rewrites, path_ops = back.rewrites, back.path_ops
         outputs.append((ATTRIBUTION, back.grad, x.dtype, x))
         if activation is not None:
@@ -126,9 +127,9 @@ def build(facts: ModelFacts, spec: GraphSpec) -> SaliencyGraph:
                 (f"{BIAS_GRAD}_{i}", grad, x.dtype, term.z),
                 (f"{BIAS_MAP}_{i}", b.Mul(grad, term.bias), x.dtype, term.z),
             ]
-        if spec.modifier != "vanilla" and not back.rewrites:
+        if modifier.rules and not back.rewrites:
             warnings.warn(
-                f"Method '{spec.modifier}' found no ReLU-family gate between the input and the "
+                f"Method '{modifier.name}' found no ReLU-family gate between the input and the "
                 "score, so its map is the vanilla gradient. Explainer.rewritten_nodes() lists "
                 "the gates a modifier replaces.",
                 OnnxsalWarning,

@@ -20,15 +20,21 @@ from onnxsal.errors import OnnxsalWarning, TargetError, UnsupportedModelError
 from onnxsal.modifiers import MODIFIERS
 from onnxsal.targets import ATTRIBUTION
 
-# one graph each: the backprop modifiers, and the gradient times the input
-SINGLE_GRAPH_METHODS = (*MODIFIERS, "input_x_gradient")
+# one graph each: the backprop modifiers, LRP, and the gradient times the input
+SINGLE_GRAPH_METHODS = (*MODIFIERS, "lrp", "input_x_gradient")
 
 
 def standalone_explainer(
-    explainer, method: str = "vanilla", target: Any = None, *, example: Any = None
+    explainer,
+    method: str = "vanilla",
+    target: Any = None,
+    *,
+    example: Any = None,
+    composite: Any = None,
 ) -> onnx.ModelProto:
     """The explainer graph of `method` as a self-contained ONNX model (see module doc).
-    `example`: an input to measure shapes on, for models whose sizes are dynamic."""
+    `example`: an input to measure shapes on, for models whose sizes are dynamic;
+    `composite`: LRP's (default epsilon_plus_flat)."""
     if method not in SINGLE_GRAPH_METHODS:
         raise TargetError(
             f"'{method}' needs several runs and cannot be one ONNX graph; exportable methods: "
@@ -46,7 +52,9 @@ def standalone_explainer(
             f"other inputs ({', '.join(v.name for v in others)}), which an exported explainer "
             "could not follow; explain it with onnxsal explain --feed instead."
         )
-    model, feeds = explainer.compiled(modifier, target, example=example, keep_outputs=True)
+    model, feeds = explainer.compiled(
+        modifier, target, example=example, keep_outputs=True, composite=composite
+    )
     dynamic = any(not isinstance(d, int) for d in explainer.input_shape[1:])
     if dynamic and any(np.ndim(v) > 1 for v in feeds.values()):
         warnings.warn(

@@ -99,6 +99,8 @@ class Modifier(Protocol):
 
     def rule_for(self, node: ir.Node) -> tuple[Rule, str] | None: ...
 
+    def for_path(self, path: Sequence[ir.Node]) -> Modifier: ...
+
 
 @dataclass(frozen=True)
 class Rewrite:
@@ -255,6 +257,8 @@ def backprop(
             "everywhere. Choose an output or layer computed from it."
         )
 
+    if modifier is not None:
+        modifier = modifier.for_path(path)
     chosen, rewrites, missing, path_ops, first = _choose_rules(path, on_path, rules, modifier)
     if missing:
         earlier = [i for i in first.inputs if i is not None and i in on_path and i is not wrt]

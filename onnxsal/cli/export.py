@@ -23,6 +23,10 @@ from onnxsal.standalone import SINGLE_GRAPH_METHODS
     show_default=True,
     type=click.Choice(list(SINGLE_GRAPH_METHODS)),
 )
+@click.option(
+    "--composite",
+    help="LRP's composite (-m lrp): epsilon_plus_flat (default), epsilon_alpha2_beta1, epsilon.",
+)
 @click.option("-t", "--target", help="What to bake in, as explain's -t (default: top-1).")
 @click.option("--layer", help="Explain a unit of this layer (-t is the unit).")
 @click.option("--input", "input_name", help="The input to explain (models with several).")
@@ -36,6 +40,7 @@ from onnxsal.standalone import SINGLE_GRAPH_METHODS
 def export(
     model,
     method,
+    composite,
     target,
     layer,
     input_name,
@@ -69,7 +74,9 @@ def export(
             raise click.BadParameter("with --layer, -t is the unit: an index.", param_hint="-t")
         goal = Unit(layer, goal.index if goal is not None else None)
     sample = common.example(example, ex)
-    proto = standalone_explainer(ex, method, goal, example=sample)
+    if composite is not None and method != "lrp":
+        raise click.BadParameter("--composite is LRP's: give -m lrp.", param_hint="--composite")
+    proto = standalone_explainer(ex, method, goal, example=sample, composite=composite)
     atomic_write(Path(out), lambda tmp: onnx.save(proto, tmp))
     if not quiet:
         outs = ", ".join(o.name for o in proto.graph.output)
@@ -77,10 +84,10 @@ def export(
             f"wrote {out}: inputs {', '.join(i.name for i in proto.graph.input)}; outputs {outs}"
         )
     if check:
-        _check(ex, proto, method, goal, sample, quiet)
+        _check(ex, proto, method, goal, sample, quiet, composite)
 
 
-def _check(ex, proto, method: str, goal, sample, quiet: bool) -> None:
+def _check(ex, proto, method: str, goal, sample, quiet: bool, composite=None) -> None:
     """Run the written file on CPU and compare its attribution with explain()'s."""
     from onnxsal import runtime
 
@@ -93,7 +100,8 @@ def _check(ex, proto, method: str, goal, sample, quiet: bool) -> None:
     sess = runtime.session(proto.SerializeToString(), ["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     got = dict(zip(names, sess.run(None, {ex.input_name: x})))
-    want = ex.explain(x, method, goal)
+    options = {"composite": composite} if composite is not None else {}
+    want = ex.explain(x, method, goal, **options)
     err = np.linalg.norm(got["attribution"] - want) / max(np.linalg.norm(want), 1e-30)
     if err > 1e-5:
         raise OnnxsalError(f"check failed: the file's attribution differs by {err:.1e}.")

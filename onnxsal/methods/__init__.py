@@ -10,6 +10,7 @@ from onnxsal.methods.gradient import Gradient
 from onnxsal.methods.guided_gradcam import GuidedGradCAM
 from onnxsal.methods.input_x_gradient import InputXGradient
 from onnxsal.methods.integrated_gradients import IntegratedGradients
+from onnxsal.methods.lrp import LRP
 from onnxsal.methods.occlusion import Occlusion
 from onnxsal.methods.rise import RISE
 from onnxsal.methods.smoothgrad import SmoothGrad
@@ -23,6 +24,7 @@ METHODS: dict[str, Method] = {
             InputXGradient(),
             SmoothGrad(),
             IntegratedGradients(),
+            LRP(),
             GradCAM(),
             GuidedGradCAM(),
             FullGrad(),

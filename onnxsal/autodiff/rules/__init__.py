@@ -75,6 +75,7 @@ RULES: dict[str, Rule] = {
     "Identity": movement.identity,
     "Dropout": movement.dropout,
     "Cast": movement.cast,
+    "CastLike": movement.cast_like,
     "Reshape": movement.reshape_back,
     "Flatten": movement.reshape_back,
     "Squeeze": movement.reshape_back,

@@ -65,6 +65,12 @@ def cast(ctx: Ctx):
     return [ctx.b.Cast(ctx.g, to=ir.DataType(x.dtype or ctx.b.dtype))]
 
 
+def cast_like(ctx: Ctx):
+    """CastLike(x, like): the gradient takes x's type back, like Cast; `like` only lends its
+    type, so nothing flows to it."""
+    return [cast(ctx)[0], None]
+
+
 def _axis(ctx: Ctx, default: int = 0) -> int:
     axis = ctx.attr("axis", default)
     if axis < 0:

@@ -1,29 +1,18 @@
-"""Backprop modifiers: replacement backward rules for ReLU-family gates.
+"""Rectifier gates: the ReLU-family activations, however an exporter wrote them.
 
-A modifier decides, node by node, whether to replace the true backward rule.
-The three built in differ only at rectifier gates:
-
-    vanilla  dx = f'(x) * g                     (the true gradient)
-    guided   dx = f'(x) * [x > 0] * max(g, 0)   (Springenberg et al. 2015)
-    deconv   dx = max(g, 0)                     (Zeiler & Fergus 2014, no forward mask)
-
-For Relu these are exactly the published rules (Captum, Zennit, keras-vis).
-Decision for the rest of the family: the same two gates apply to every op
-that acts as a rectifier -- ~0 for negative inputs, ~identity for positive
-ones -- so that a model's activation choice never silently turns guided
-backprop back into the vanilla gradient. `RECTIFIERS` lists them; a new
-modifier (an LRP rule, say) is one small subclass registered in MODIFIERS.
+A gate is a node (or a pattern of nodes, such as x * Sigmoid(x)) that acts as a
+rectifier -- ~0 for negative inputs, ~identity for positive ones. Modifiers
+that treat rectifiers specially (guided backprop, deconvnet, LRP's pass-through)
+find them here, so that a model's activation choice never silently escapes them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 
 import onnx_ir as ir
 
-from onnxsal.autodiff.engine import Ctx, Rule
 from onnxsal.autodiff.rules import activations
 from onnxsal.graph.builder import Builder, attr, const_array
 
@@ -161,63 +150,3 @@ def find_gate(node: ir.Node) -> Gate | None:
     derivative = activations.DERIVATIVES[op]
     probe = node.outputs[0] if op in ("Relu", "Clip") else None
     return Gate(op, node.inputs[0], lambda b, n=node: derivative(b, n), probe)
-
-
-class BackpropModifier:
-    """Base class: replaces the backward of rectifier gates with `gate_backward`."""
-
-    name = "vanilla"
-    description = "the true gradient"
-
-    def rule_for(self, node: ir.Node) -> tuple[Rule, str] | None:
-        gate = find_gate(node)
-        if gate is None:
-            return None
-        return partial(self._apply, gate), gate.pattern
-
-    def _apply(self, gate: Gate, ctx: Ctx) -> dict[ir.Value, ir.Value]:
-        # Patterns span several nodes: the gradient goes straight to the gate's input.
-        return {gate.x: self.gate_backward(ctx.b, ctx.g, gate)}
-
-    def gate_backward(self, b: Builder, g: ir.Value, gate: Gate) -> ir.Value:
-        raise NotImplementedError
-
-
-class Vanilla(BackpropModifier):
-    """No replacement: every node keeps its true vector-Jacobian rule."""
-
-    def rule_for(self, node: ir.Node) -> tuple[Rule, str] | None:
-        return None
-
-
-class GuidedBackprop(BackpropModifier):
-    name = "guided"
-    description = "guided backprop: f'(x) * [x > 0] * max(g, 0) through rectifiers"
-
-    def gate_backward(self, b: Builder, g: ir.Value, gate: Gate) -> ir.Value:
-        if gate.pattern == "Clip":  # lower bound 0: the slope is already 0 where x <= 0
-            return b.Mul(b.Relu(g), gate.slope(b))
-        passed = b.Mul(b.Relu(g), activations.positive(b, gate.probe or gate.x))
-        if gate.pattern in ("Relu", "Max(x, 0)", "LeakyRelu", "PRelu"):
-            return passed  # their slope is 1 wherever x > 0
-        return b.Mul(passed, gate.slope(b))
-
-
-class Deconvnet(BackpropModifier):
-    name = "deconv"
-    description = "deconvnet: max(g, 0) through rectifiers, no forward mask"
-
-    def gate_backward(self, b: Builder, g: ir.Value, gate: Gate) -> ir.Value:
-        return b.Relu(g)
-
-
-MODIFIERS: dict[str, BackpropModifier] = {
-    m.name: m for m in (Vanilla(), GuidedBackprop(), Deconvnet())
-}
-
-
-def get_modifier(name: str) -> BackpropModifier:
-    try:
-        return MODIFIERS[name]
-    except KeyError:
-        raise KeyError(name) from None
