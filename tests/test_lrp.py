@@ -25,32 +25,6 @@ from onnxsal.modifiers.lrp import (
 )
 from tests.support import rel_l2
 
-
-def _torchvision_or_stand_in() -> None:
-    """zennit imports torchvision for its torchvision canonizers, which these tests do not
-    use; PyPI has no CPU build of torchvision for the CPU torch wheel, whose C ops then fail
-    to load. A stand-in with the two classes zennit names lets zennit import."""
-    import sys
-    import types
-
-    try:
-        import torchvision  # noqa: F401
-    except Exception:
-        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
-            del sys.modules[name]
-        resnet = types.ModuleType("torchvision.models.resnet")
-        resnet.Bottleneck = type("Bottleneck", (torch.nn.Module,), {})
-        resnet.BasicBlock = type("BasicBlock", (torch.nn.Module,), {})
-        models = types.ModuleType("torchvision.models")
-        models.resnet = resnet
-        root = types.ModuleType("torchvision")
-        root.models = models
-        sys.modules.update(
-            {"torchvision": root, "torchvision.models": models, "torchvision.models.resnet": resnet}
-        )
-
-
-_torchvision_or_stand_in()
 zennit = pytest.importorskip("zennit")
 from zennit.attribution import Gradient  # noqa: E402
 from zennit.canonizers import SequentialMergeBatchNorm  # noqa: E402
