@@ -41,7 +41,7 @@ def test_demo_writes_a_panel_per_photo_and_a_page(demo_page):
     assert "chelsea: top-1 285 'Egyptian cat'" in printed
     for name in DEMO_PHOTOS:
         panel = Image.open(out / f"{name}.png")
-        assert panel.width > 7 * panel.height  # photo + seven methods in a row
+        assert panel.width > 8 * panel.height  # photo + eight methods in a row
         assert np.asarray(panel).std() > 20  # not blank
     html = page.read_text()
     assert html.count("<img") == len(DEMO_PHOTOS)

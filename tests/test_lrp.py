@@ -225,3 +225,35 @@ def test_box_bounds_come_from_the_models_preprocessing_and_bad_composites_are_on
         ex.explain(x, "lrp", composite="nope")
     with pytest.raises(OptionError, match="alpha - beta = 1"):
         alpha_beta(3.0, 1.0)
+
+
+def test_lrp_takes_every_target_kind_and_layer_units(vgg):
+    _, x, ex = vgg
+    xs = x.numpy()
+    unit = ex.run(xs, "lrp", layer="f.3", unit=2)  # relevance of channel 2's mean
+    weighted = ex.run(xs, "lrp", {3: 1.0, 5: 0.5})  # a weighted sum of two logits
+    assert np.allclose(weighted.score, ex.predict(xs)[:, 3] + 0.5 * ex.predict(xs)[:, 5], rtol=1e-5)
+    for result in (unit, weighted):
+        assert result.attribution.shape == xs.shape and np.isfinite(result.attribution).all()
+        assert np.abs(result.attribution).sum() > 0
+
+
+def test_cli_lrp_and_its_export(tmp_path):
+    from click.testing import CliRunner
+
+    from onnxsal.cli import main as cli
+
+    ex = onnxsal.Explainer("digits-cnn")
+    sample = tmp_path / "x.npy"
+    np.save(sample, ex.example_input(1))
+    run = CliRunner().invoke
+    done = run(cli, ["explain", "digits-cnn", str(sample), "-m", "lrp", "--composite",
+                     "epsilon_alpha2_beta1", "-o", str(tmp_path / "out")])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    bad = run(cli, ["explain", "digits-cnn", str(sample), "-m", "lrp", "--composite", "nope",
+                    "-o", str(tmp_path / "bad")])  # fmt: skip
+    assert bad.exit_code == 2 and "composite must be one of" in bad.output
+    assert len(bad.output.strip().splitlines()) == 1
+    exported = run(cli, ["export", "digits-cnn", "-m", "lrp", "--composite", "epsilon",
+                         "-o", str(tmp_path / "lrp.onnx"), "--check"])  # fmt: skip
+    assert exported.exit_code == 0 and "check: the file reproduces explain()" in exported.output

@@ -24,6 +24,7 @@ DEMO_METHODS = (
     ("deconv", {}),
     ("smoothgrad", {"n_samples": 24}),
     ("integrated_gradients", {"steps": 24}),
+    ("lrp", {"composite": "epsilon_plus_flat"}),
     ("fullgrad", {}),
     ("gradcam", {}),
 )
@@ -41,7 +42,7 @@ GAPS = (8, 2)  # white before each method's tiles, and between its map and its o
 @common.verbosity
 @common.guarded
 def demo(out, model, colormap, show, saliency_colormap, quiet, verbose) -> None:
-    """Explain scikit-image's bundled photos with EfficientNet-Lite0, seven methods each.
+    """Explain scikit-image's bundled photos with EfficientNet-Lite0, eight methods each.
 
     Writes one panel per photo and an HTML page showing them all (images beside it), and
     prints the page's path. Needs the zoo's extras: pip install 'onnxsal[examples]'.
