@@ -32,7 +32,18 @@ from onnxsal.standalone import SINGLE_GRAPH_METHODS
 @click.option("--input", "input_name", help="The input to explain (models with several).")
 @click.option("--output", "output_name", help="The tensor explained (default: the first output).")
 @click.option("--keep-softmax", is_flag=True, help="Explain the probability, not the logit.")
-@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--out", type=click.Path(dir_okay=False), help="The explainer file.")
+@click.option(
+    "--web",
+    type=click.Path(file_okay=False),
+    help="Write a web explainer folder instead (index.html, onnxsal.js, the graphs).",
+)
+@click.option(
+    "--offline",
+    type=click.Path(exists=True),
+    help="With --web: copy onnxruntime-web's files from this archive of "
+    "'npm pack onnxruntime-web@1.30.0' (default: load them from a pinned CDN URL).",
+)
 @click.option("--check", is_flag=True, help="Run the file once and compare with explain.")
 @example_option
 @common.verbosity
@@ -47,6 +58,8 @@ def export(
     output_name,
     keep_softmax,
     out,
+    web,
+    offline,
     check,
     example,
     quiet,
@@ -66,8 +79,19 @@ def export(
     from onnxsal.standalone import standalone_explainer
     from onnxsal.targets import Class, Unit
 
-    refuse_overwriting(Path(out), model, example)
+    if (out is None) == (web is None):
+        raise click.UsageError("give -o FILE (one ONNX explainer) or --web DIR (a web page).")
+    if offline is not None and web is None:
+        raise click.BadParameter("--offline goes with --web.", param_hint="--offline")
     ex = common.explainer(model, input=input_name, output=output_name, keep_softmax=keep_softmax)
+    if web is not None:
+        from onnxsal.web import export as web_export
+
+        page = web_export(ex, web, runtime=offline)
+        if not quiet:
+            common.echo(f"wrote {page}: serve the folder over HTTP (python -m http.server)")
+        return
+    refuse_overwriting(Path(out), model, example)
     goal = common.target(target, ex.labels)
     if layer is not None:
         if goal is not None and not (isinstance(goal, Class) and goal.output is None):
