@@ -50,17 +50,23 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         self.send_response(204)
         self.end_headers()
 
+    def end_headers(self):
+        # cross-origin isolated: onnxruntime-web may then run WASM on several threads
+        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+        super().end_headers()
+
     def log_message(self, *args):
         pass
 
 
-def _serve_and_run(folder: Path, spec: dict, tmp_path: Path, offline: bool) -> list:
+def run_page(folder: Path, spec: dict, tmp_path: Path, offline: bool, query: str = "") -> list:
     """Serve `folder`, open its page on `spec` in headless Chromium, return the posted runs."""
     handler = type("Handler", (_Handler,), {"reports": []})
     (folder / "spec.json").write_text(json.dumps({**spec, "report": "/result"}))
     server = socketserver.TCPServer(("127.0.0.1", 0), lambda *a: handler(*a, directory=str(folder)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/index.html?selftest=spec.json"
+    url = f"http://127.0.0.1:{server.server_address[1]}/index.html?selftest=spec.json{query}"
     # --no-proxy-server and a host map to nothing: the page reaches the local server only
     network = ["--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"] if offline else []
     browser = subprocess.Popen(
@@ -108,7 +114,7 @@ def test_the_page_gives_pythons_maps_offline(digits, runtime_pack, tmp_path):
         {"method": "input_x_gradient"}, {"method": "integrated_gradients", "steps": 8},
         {"method": "smoothgrad", "samples": 4, "draws": draws.ravel().tolist()},
     ]  # fmt: skip
-    results = _serve_and_run(folder, {"x": x.ravel().tolist(), "runs": runs}, tmp_path, True)
+    results = run_page(folder, {"x": x.ravel().tolist(), "runs": runs}, tmp_path, True)
     target = results[0]["target"]
     assert target == int(ex.predict(x).argmax())
     for run, got in zip(runs, results):

@@ -6,11 +6,14 @@
 
 const ort = () => globalThis.ort;
 
-export async function load(base = ".") {
+// options.threads: WASM threads (they need a cross-origin isolated page; default: the
+// runtime's choice).
+export async function load(base = ".", options = {}) {
   const root = base.endsWith("/") ? base : base + "/";
   const meta = await (await fetch(root + "onnxsal.json")).json();
   const runtime = new URL(meta.runtime.base, new URL(root, location.href)).href;
   ort().env.wasm.wasmPaths = runtime;
+  if (options.threads) ort().env.wasm.numThreads = options.threads;
   const provider = (await webgpuWorks()) ? "webgpu" : "wasm";
   return { root, meta, provider, sessions: {} };
 }
