@@ -144,6 +144,7 @@ class Explainer:
             old.const_value = ir.tensor(array, name=name)
         twin = copy.copy(self)
         twin._use(model)
+        twin.__dict__.pop("digest", None)  # a cached digest is the original model's
         twin._placements = dict(self._placements)  # batch axes follow the graph, not weights
         twin._runner = twin._new_runner()
         twin._runner.fixed_batch = self._runner.fixed_batch  # a batch-of-one model stays one
@@ -827,15 +828,16 @@ class Explainer:
 
     def _lrp_composite(self, composite: Any) -> Any:
         """epsilon_gamma_box by name takes its ZBox bounds from the model's preprocessing:
-        pixels 0 and 255 in model space, per channel."""
+        pixels 0 and 255 in model space, per channel (of the first convolution's input, NCHW
+        whatever the model's own layout)."""
         if composite != BOX_COMPOSITE:
             return composite
         pre = self.preprocess
-        if pre is None or self.layout != "NCHW":
+        if pre is None:
             raise OptionError(
-                f"{BOX_COMPOSITE} needs the input's bounds: this model records no "
-                "preprocessing (or is not NCHW); pass composite=onnxsal.modifiers.lrp."
-                "epsilon_gamma_box(low, high) in model space."
+                f"{BOX_COMPOSITE} needs the input's bounds and this model records no "
+                "preprocessing; pass composite=onnxsal.modifiers.lrp.epsilon_gamma_box(low, high) "
+                "in model space."
             )
         mean, std = np.asarray(pre.mean, np.float64), np.asarray(pre.std, np.float64)
         low, high = (0.0 - mean) / std, (255.0 * pre.scale - mean) / std

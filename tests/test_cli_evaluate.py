@@ -175,3 +175,34 @@ def test_randomization_result_draws_its_figure_and_curves():
     picture = r.figure()
     assert picture.size[1] > 2 * 64 and picture.size[0] > 3 * 64  # 2 rows, original + 2 steps
     assert r.curves().count("<polyline") == 2
+
+
+def test_a_class_out_of_range_or_a_second_input_is_refused_before_anything_is_written(
+    digits, tmp_path
+):
+    from onnx import TensorProto, helper
+
+    from tests.support import make_model
+
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(cli, ["evaluate", "digits-cnn", str(digits), "-o", str(out),
+                                      *FAST, "-t", "20"])  # fmt: skip
+    assert result.exit_code == 2 and "class 20 is not one of the model's 0..9" in result.output
+    assert not out.exists()
+    two = make_model(
+        [helper.make_node("Add", ["x", "s"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4]),
+         helper.make_tensor_value_info("s", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+    )  # fmt: skip
+    model = tmp_path / "two.onnx"
+    model.write_bytes(two.SerializeToString())
+    sample = tmp_path / "x.npy"
+    np.save(sample, np.ones((1, 4), np.float32))
+    unnamed = CliRunner().invoke(cli, ["evaluate", str(model), str(sample), "-o", str(out)])
+    assert unnamed.exit_code != 0 and "--input" in unnamed.output
+    named = ["evaluate", str(model), str(sample), "-o", str(out), "--input", "x"]
+    result = CliRunner().invoke(cli, named)
+    assert result.exit_code != 0 and "single input" in result.output
+    for done in (unnamed, result):
+        assert len(done.output.strip().splitlines()) == 1 and not out.exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -257,3 +258,211 @@ def test_cli_lrp_and_its_export(tmp_path):
     exported = run(cli, ["export", "digits-cnn", "-m", "lrp", "--composite", "epsilon",
                          "-o", str(tmp_path / "lrp.onnx"), "--check"])  # fmt: skip
     assert exported.exit_code == 0 and "check: the file reproduces explain()" in exported.output
+
+
+# -- ONNX forms of the same layers: each must give the map of its plain twin ------------------
+def _graph(nodes, inits, x_dims, y_dims):
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tests.support import make_model
+
+    return make_model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *x_dims])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", *y_dims])],
+        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()],
+    )
+
+
+def _node(op, ins, outs, **kw):
+    from onnx import helper
+
+    return helper.make_node(op, ins, outs, **kw)
+
+
+def _same_lrp(model, twin, x, composites=("epsilon", "epsilon_plus_flat", "epsilon_alpha2_beta1")):
+    a, b = onnxsal.Explainer(model), onnxsal.Explainer(twin)
+    for name in composites:
+        got, want = a.run(x, "lrp", composite=name), b.run(x, "lrp", composite=name)
+        assert np.array_equal(got.target, want.target)
+        assert rel_l2(got.attribution, want.attribution) <= 1e-5, name
+
+
+def _dense_head(rng, c_in, k=5):
+    return {"wd": rng.standard_normal((k, c_in)) * 0.3, "bd": rng.standard_normal(k) * 0.1}
+
+
+def test_batchnorm_written_as_mul_and_add_is_folded_like_batchnorm():
+    """tf2onnx writes BatchNorm as Mul and Add by per-channel constants."""
+    rng = np.random.default_rng(0)
+    w, b = rng.standard_normal((4, 3, 3, 3)) * 0.4, rng.standard_normal(4) * 0.1
+    s, t = rng.uniform(0.5, 1.5, 4), rng.standard_normal(4) * 0.2
+    head = _dense_head(rng, 4)
+    tail = [
+        _node("Relu", ["z"], ["r"]),
+        _node("GlobalAveragePool", ["r"], ["p"]),
+        _node("Flatten", ["p"], ["f"]),
+        _node("Gemm", ["f", "wd", "bd"], ["y"], transB=1),
+    ]
+    split = _graph(
+        [_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), _node("Mul", ["c", "s"], ["m"]),
+         _node("Add", ["m", "t"], ["z"]), *tail],
+        {"w": w, "b": b, "s": s.reshape(1, 4, 1, 1), "t": t.reshape(1, 4, 1, 1), **head},
+        [3, 8, 8], [5],
+    )  # fmt: skip
+    merged = _graph(
+        [_node("Conv", ["x", "w", "b"], ["z"], pads=[1, 1, 1, 1]), *tail],
+        {"w": w * s.reshape(4, 1, 1, 1), "b": b * s + t, **head}, [3, 8, 8], [5],
+    )  # fmt: skip
+    _same_lrp(split, merged, rng.standard_normal((2, 3, 8, 8)).astype(np.float32))
+
+
+@pytest.mark.parametrize("trans_b", [0, 1])
+def test_gemm_batchnorm_and_matmul_bias_forms_agree(trans_b):
+    rng = np.random.default_rng(1)
+    w, b = rng.standard_normal((8, 6)) * 0.4, rng.standard_normal(6) * 0.1  # (K, N)
+    bn = {"sc": rng.uniform(0.5, 1.5, 6), "sh": rng.standard_normal(6) * 0.2,
+          "mu": rng.standard_normal(6) * 0.1, "va": rng.uniform(0.5, 2.0, 6)}  # fmt: skip
+    head = _dense_head(rng, 6)
+    tail = [_node("Relu", ["z"], ["r"]), _node("Gemm", ["r", "wd", "bd"], ["y"], transB=1)]
+    gemm = _graph(
+        [_node("Gemm", ["x", "w", "b"], ["g"], transB=trans_b),
+         _node("BatchNormalization", ["g", "sc", "sh", "mu", "va"], ["z"]), *tail],
+        {"w": w.T if trans_b else w, "b": b, **bn, **head}, [8], [5],
+    )  # fmt: skip
+    factor = bn["sc"] / np.sqrt(bn["va"] + 1e-5)
+    matmul = _graph(  # the merged layer as Keras writes Dense: MatMul, Cast, bias Add
+        [_node("MatMul", ["x", "w"], ["m"]), _node("Cast", ["m"], ["c"], to=1),
+         _node("Add", ["c", "b"], ["z"]), *tail],
+        {"w": w * factor, "b": (b - bn["mu"]) * factor + bn["sh"], **head}, [8], [5],
+    )  # fmt: skip
+    _same_lrp(gemm, matmul, rng.standard_normal((3, 8)).astype(np.float32))
+
+
+def test_grouped_conv_transpose_batchnorm_and_weights_through_transpose():
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((4, 3, 3, 3)) * 0.4  # (C_in, M/g, k, k), group 2: M = 6
+    bn = {"sc": rng.uniform(0.5, 1.5, 6), "sh": rng.standard_normal(6) * 0.2,
+          "mu": rng.standard_normal(6) * 0.1, "va": rng.uniform(0.5, 2.0, 6)}  # fmt: skip
+    head = _dense_head(rng, 6)
+    tail = [
+        _node("Relu", ["z"], ["r"]),
+        _node("GlobalAveragePool", ["r"], ["p"]),
+        _node("Flatten", ["p"], ["f"]),
+        _node("Gemm", ["f", "wd", "bd"], ["y"], transB=1),
+    ]
+    split = _graph(
+        [_node("Transpose", ["wt"], ["w"], perm=[1, 0, 2, 3]),  # the weight stored transposed
+         _node("ConvTranspose", ["x", "w"], ["c"], group=2),
+         _node("BatchNormalization", ["c", "sc", "sh", "mu", "va"], ["z"]), *tail],
+        {"wt": w.transpose(1, 0, 2, 3), **bn, **head}, [4, 5, 5], [5],
+    )  # fmt: skip
+    factor = bn["sc"] / np.sqrt(bn["va"] + 1e-5)
+    per_input = np.repeat(factor.reshape(2, 3), 2, axis=0)  # input channel c: group c // 2
+    merged = _graph(
+        [_node("ConvTranspose", ["x", "w", "b"], ["z"], group=2), *tail],
+        {"w": w * per_input[:, :, None, None], "b": bn["sh"] - bn["mu"] * factor, **head},
+        [4, 5, 5], [5],
+    )  # fmt: skip
+    _same_lrp(split, merged, rng.standard_normal((2, 4, 5, 5)).astype(np.float32))
+
+
+def test_normalisation_inside_the_graph_passes_relevance_and_dense_first_layers_take_flat():
+    rng = np.random.default_rng(3)
+    w, b = rng.standard_normal((12, 6)) * 0.4, rng.standard_normal(6) * 0.1
+    head = _dense_head(rng, 6)
+    tail = [_node("Relu", ["z"], ["r"]), _node("Gemm", ["r", "wd", "bd"], ["y"], transB=1)]
+    inside = _graph(
+        [_node("Sub", ["x", "mean"], ["c"]), _node("Div", ["c", "std"], ["n"]),
+         _node("MatMul", ["n", "w"], ["m"]), _node("Add", ["m", "b"], ["z"]), *tail],
+        {"mean": [0.5], "std": [0.25], "w": w, "b": b, **head}, [12], [5],
+    )  # fmt: skip
+    plain = _graph(
+        [_node("MatMul", ["x", "w"], ["m"]), _node("Add", ["m", "b"], ["z"]), *tail],
+        {"w": w, "b": b, **head}, [12], [5],
+    )  # fmt: skip
+    x = rng.uniform(0, 1, (3, 12)).astype(np.float32)
+    a, p = onnxsal.Explainer(inside), onnxsal.Explainer(plain)
+    for name in ("epsilon", "epsilon_plus_flat"):
+        got = a.run(x, "lrp", composite=name)
+        want = p.run(((x - 0.5) / 0.25).astype(np.float32), "lrp", composite=name)
+        assert rel_l2(got.attribution, want.attribution) <= 1e-5, name
+    rules = {r.pattern for r in a.rewritten_nodes("lrp")}
+    assert {"Pass (input preprocessing)", "Flat (first layer)"} <= rules
+
+
+def test_keras_and_torch_exports_of_one_network_give_one_lrp_map():
+    """digits-cnn and digits-cnn-keras compute the same function (BatchNorm as Mul/Add in the
+    Keras export, NHWC input): their LRP maps must agree for every composite."""
+    from PIL import Image
+
+    from tests.test_hostile import save_digits
+
+    torch_ex, keras_ex = onnxsal.Explainer("digits-cnn"), onnxsal.Explainer("digits-cnn-keras")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        [path] = save_digits(Path(tmp), [7])
+        picture = Image.open(path)
+        xt, xk = torch_ex.preprocess(picture), keras_ex.preprocess(picture)
+    for name in ("epsilon", "epsilon_plus_flat", "epsilon_alpha2_beta1", "epsilon_gamma_box"):
+        got = keras_ex.explain(xk, "lrp", composite=name)
+        want = torch_ex.explain(xt, "lrp", composite=name)
+        assert rel_l2(np.moveaxis(got, -1, 1), want) <= 1e-4, name
+
+
+class MBConv(torch.nn.Module):
+    """EfficientNet-Lite's block: 1x1 expand, depthwise 3x3, 1x1 project, each with BatchNorm,
+    ReLU6 between, and the residual sum."""
+
+    def __init__(self, c: int, zennit_sum: bool):
+        super().__init__()
+
+        def unit(cin, cout, k, groups):
+            return torch.nn.Sequential(
+                torch.nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups, bias=False),
+                torch.nn.BatchNorm2d(cout),
+            )
+
+        self.expand, self.depthwise = unit(c, 4 * c, 1, 1), unit(4 * c, 4 * c, 3, 4 * c)
+        self.project, self.act = unit(4 * c, c, 1, 1), torch.nn.ReLU6()
+        self.zennit_sum, self.sum = zennit_sum, Sum()
+
+    def forward(self, x):
+        y = self.project(self.act(self.depthwise(self.act(self.expand(x)))))
+        return self.sum(torch.stack([x, y], dim=-1)) if self.zennit_sum else x + y
+
+
+class LiteNet(torch.nn.Module):
+    def __init__(self, zennit_sum: bool = False):
+        super().__init__()
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1, bias=False),
+                                        torch.nn.BatchNorm2d(8), torch.nn.ReLU6())  # fmt: skip
+        self.blocks = torch.nn.Sequential(MBConv(8, zennit_sum), MBConv(8, zennit_sum))
+        self.head = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                        torch.nn.Linear(8, 10))  # fmt: skip
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)))
+
+
+@pytest.mark.parametrize("name", ["epsilon_plus_flat", "epsilon_alpha2_beta1"])
+def test_depthwise_relu6_blocks_match_zennit(name):
+    torch.manual_seed(4)
+    model = LiteNet().eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.3, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.3, 0.3)
+    twin = LiteNet(zennit_sum=True).eval()
+    twin.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 16, 16)
+    ex = export(model, x)
+    canon = [SequentialMergeBatchNorm()]
+    shipped = {"epsilon_plus_flat": EpsilonPlusFlat, "epsilon_alpha2_beta1": EpsilonAlpha2Beta1}
+    zennit_composite = shipped[name](canonizers=canon)
+    want, classes = zennit_relevance(twin, x, zennit_composite)
+    got = ex.explain(x.numpy(), "lrp", classes, composite=name)
+    assert rel_l2(got, want) <= TOL

@@ -113,6 +113,7 @@ def _metrics(ctx, param, value: str) -> list[str]:
     "(200 explanations per input and method), sparseness, complexity.",
 )
 @click.option("-t", "--target", help="The class explained (default: each input's top-1).")
+@click.option("--input", "input_name", help="The input to perturb (models with several).")
 @click.option(
     "-o", "--out", default="onnxsal-eval", show_default=True, type=click.Path(file_okay=False)
 )
@@ -158,6 +159,7 @@ def evaluate(
     methods,
     metrics,
     target,
+    input_name,
     out,
     deletion_steps,
     substrate,
@@ -185,6 +187,7 @@ def evaluate(
       onnxsal evaluate model.onnx x.npy --metrics deletion,insertion --deletion-steps 64
     """
     from onnxsal.cli.report import report_html, table_lines  # after _metrics checked the extra
+    from onnxsal.evaluate.scoring import explainer_of
 
     started = time.perf_counter()
     folder = Path(out)
@@ -192,8 +195,14 @@ def evaluate(
     options = method_option_values(flags)
     sources, missing = find_inputs(list(inputs), skip=folder)
     require_inputs(sources, missing)
-    ex = common.explainer(model, providers)
+    ex = explainer_of(common.explainer(model, providers, input=input_name))  # or one line
     goal = _class_target(target, ex.labels)
+    if goal is not None:  # refused before anything is written
+        count = ex.predict(ex.example_input(1)).shape[1]
+        if not 0 <= goal < count:
+            raise click.BadParameter(
+                f"class {goal} is not one of the model's 0..{count - 1}.", param_hint="-t"
+            )
     settings = _suite().Settings(
         steps=deletion_steps,
         substrate=substrate,

@@ -2,8 +2,8 @@
 
 A map that explains the model must change when the model's weights are
 replaced by random ones. The weighted layers (Conv, ConvTranspose, Gemm and
-MatMul with an initializer operand) are grouped into blocks by the framework
-modules the exporter recorded (the finest grouping with at most MAX_BLOCKS
+MatMul whose weight is an initializer, see graph.weights) are grouped into
+blocks by the framework modules the exporter recorded (the finest grouping with at most MAX_BLOCKS
 blocks), and re-drawn from the output backwards, one more block each step
 (cascading), or one block at a time (independent). Re-drawn weights are
 He-normal, N(0, 2 / fan-in) with the layer's own fan-in; biases are zeroed.
@@ -24,13 +24,12 @@ from onnxsal.evaluate.relevance import Positions, method_relevance
 from onnxsal.evaluate.scoring import explained_classes, explainer_of
 from onnxsal.evaluate.similarity import MEASURES, Reference
 from onnxsal.explainer import Explainer
-from onnxsal.graph.builder import attr
 from onnxsal.graph.layers import module_path
+from onnxsal.graph.weights import layer_of
 from onnxsal.methods import get_method
 
 ORDERS = ("cascading", "independent")
 MAX_BLOCKS = 24
-WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 @dataclass(frozen=True)
@@ -74,55 +73,16 @@ class Randomization:
 
 
 def weighted_layers(model: ir.Model) -> list[Weighted]:
-    """The graph's weighted nodes with initializer weights, in graph order."""
-    inits = model.graph.initializers
+    """The graph's weighted nodes whose weights come from an initializer, in graph order
+    (graph.weights: the same layers LRP's rules see; a bias after a MatMul is its bias)."""
     found = []
     for node in model.graph:
-        if node.op_type not in WEIGHTED:
+        layer = layer_of(node)
+        if layer is None or layer.weight_source is None:
             continue
-        index = _weight_index(node, inits)
-        if index is None:
-            continue
-        w = node.inputs[index]
-        shape = tuple(w.const_value.shape)
-        found.append(
-            Weighted(node.name, w.name, _bias(node, inits), _fan_in(node, index, shape),
-                     module_path(node))
-        )  # fmt: skip
+        found.append(Weighted(node.name, layer.weight_source, layer.bias_source, layer.fan_in,
+                              module_path(node)))  # fmt: skip
     return found
-
-
-def _weight_index(node: ir.Node, inits) -> int | None:
-    candidates = (0, 1) if node.op_type == "MatMul" else (1,)
-    for i in candidates:
-        v = node.inputs[i] if i < len(node.inputs) else None
-        const = v.const_value if v is not None and v.name in inits else None
-        if const is not None and len(const.shape) >= 2 and const.dtype.is_floating_point():
-            return i
-    return None
-
-
-def _bias(node: ir.Node, inits) -> str | None:
-    if node.op_type != "MatMul":
-        b = node.inputs[2] if len(node.inputs) > 2 else None
-        return b.name if b is not None and b.name in inits else None
-    users = list(node.outputs[0].uses())
-    if len(users) == 1 and users[0].node.op_type == "Add":
-        other = [v for v in users[0].node.inputs if v is not node.outputs[0]]
-        if other and other[0].name in inits:
-            return other[0].name
-    return None
-
-
-def _fan_in(node: ir.Node, index: int, shape: tuple[int, ...]) -> int:
-    """Inputs per output unit, as the weight's layout reads."""
-    if node.op_type == "Conv":
-        return int(np.prod(shape[1:]))
-    if node.op_type == "ConvTranspose":
-        return int(shape[0] // attr(node, "group", 1) * np.prod(shape[2:]))
-    if node.op_type == "Gemm":
-        return shape[1] if attr(node, "transB", 0) else shape[0]
-    return shape[-2] if index == 1 else shape[-1]
 
 
 def blocks(

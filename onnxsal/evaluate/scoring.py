@@ -21,8 +21,15 @@ SCORES = ("probability", "logit")
 
 
 def explainer_of(model: Explainer | ModelSource) -> Explainer:
-    """An Explainer for a model given as one, or as anything Explainer reads."""
-    return model if isinstance(model, Explainer) else Explainer(model)
+    """An Explainer for a model given as one, or as anything Explainer reads; the metrics
+    perturb one input, so models that take others are refused here."""
+    ex = model if isinstance(model, Explainer) else Explainer(model)
+    if ex.other_inputs:
+        raise OptionError(
+            f"The metrics perturb the model's one input; this model also takes "
+            f"{', '.join(ex.other_inputs)}. Evaluate a model with a single input."
+        )
+    return ex
 
 
 def class_scores(ex: Explainer, x: np.ndarray, score: str, batch_size: int | None) -> np.ndarray:

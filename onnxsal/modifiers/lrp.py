@@ -16,6 +16,7 @@ Denominators are stabilised as Zennit does: z + ε where z ≥ 0, z − ε elsew
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -26,96 +27,48 @@ import onnx_ir as ir
 
 from onnxsal.autodiff.engine import Ctx, Rule, rule_key
 from onnxsal.autodiff.rules import RULES
-from onnxsal.errors import OptionError
-from onnxsal.graph.builder import Builder, attr, const_array
-from onnxsal.modifiers import GATES, BackpropModifier
+from onnxsal.errors import OnnxsalWarning, OptionError
+from onnxsal.graph.builder import Builder, const_array
+from onnxsal.graph.weights import AFFINE_TAIL, Layer, layer_of
+from onnxsal.modifiers.base import GATES, BackpropModifier
 from onnxsal.modifiers.gates import RECTIFIERS, find_gate
 
 STABILIZER = 1e-6
-WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 CONVOLUTIONS, DENSE = ("Conv", "ConvTranspose"), ("Gemm", "MatMul")
 
 
 # -- the layer a rule replays ------------------------------------------------------------------
-@dataclass
-class Layer:
-    """A weighted node as its rule sees it: weights, bias (merged with a following
-    BatchNormalization or bias Add), and how to replay it."""
-
-    node: ir.Node
-    weight: np.ndarray
-    bias: np.ndarray | None
-
-    def replay(self, b: Builder, x: ir.Value, w: np.ndarray, bias: np.ndarray | None) -> ir.Value:
-        """z = the layer on x with weights w and bias `bias` (a node the rule table knows)."""
-        node = self.node
-        attrs = {k: a.value for k, a in node.attributes.items() if k != "beta"}  # in the bias
-        if node.op_type == "MatMul":
-            z = b.MatMul(x, b.const(w, hint="lrp_weight"))
-            return z if bias is None else b.Add(z, b.const(bias, hint="lrp_bias"))
-        inputs = [x, b.const(w, hint="lrp_weight")]
-        if bias is not None:
-            inputs.append(b.const(bias, hint="lrp_bias"))
-        return b.op(node.op_type, *inputs, **attrs)
-
-    def input_vjp(self, b: Builder, z: ir.Value, g: ir.Value) -> ir.Value:
-        """The VJP of a replay w.r.t. its input: the rule table's, on the replay's node."""
-        node = z.producer()
-        if node.op_type == "Add":  # MatMul + bias: the bias Add passes g through
-            node = node.inputs[0].producer()
-        wants = [True] + [False] * (len(node.inputs) - 1)
-        grads = RULES[rule_key(node)](Ctx(b, node, [g], wants))
-        return grads[0]
-
-
-def weighted_layer(node: ir.Node) -> Layer | None:
-    """The node as a Layer, if its weights are initializers (else None: no LRP rule)."""
-    if node.op_type not in WEIGHTED or len(node.inputs) < 2:
-        return None
-    w = const_array(node.inputs[1])
-    if w is None or w.dtype.kind != "f" or w.ndim < 2:
-        return None
-    if node.op_type == "Gemm" and (attr(node, "transA", 0) or attr(node, "alpha", 1.0) != 1.0):
-        return None
-    bias = const_array(node.inputs[2]) if len(node.inputs) > 2 else None
-    if node.op_type == "Gemm" and bias is not None and attr(node, "beta", 1.0) != 1.0:
-        bias = bias * attr(node, "beta", 1.0)
+def replay(
+    b: Builder, layer: Layer, x: ir.Value, w: np.ndarray, bias: np.ndarray | None
+) -> ir.Value:
+    """z = the layer (its tail folded in) on x with weights w and bias `bias`."""
+    node = layer.node
+    attrs = {k: a.value for k, a in node.attributes.items() if k != "beta"}  # in the bias
+    weight = b.const(w, hint="lrp_weight")
     if node.op_type == "MatMul":
-        added = _bias_add(node)
-        bias = const_array(added[1]) if added else None
-    bn = _following_batchnorm(node)
-    if bn is not None:
-        scale, shift, mean, var = (const_array(v) for v in bn.inputs[1:5])
-        factor = scale / np.sqrt(var + attr(bn, "epsilon", 1e-5))
-        axis = 1 if node.op_type == "ConvTranspose" else 0
-        shape = [1] * w.ndim
-        shape[axis] = -1
-        w = w * factor.reshape(shape)
-        bias = ((bias if bias is not None else 0.0) - mean) * factor + shift
-    return Layer(node, np.asarray(w), None if bias is None else np.asarray(bias, w.dtype))
+        z = b.MatMul(x, weight)
+        return z if bias is None else b.Add(z, b.const(bias, hint="lrp_bias"))
+    inputs = [x, weight] + ([b.const(bias, hint="lrp_bias")] if bias is not None else [])
+    return b.op(node.op_type, *inputs, **attrs)
 
 
-def _bias_add(node: ir.Node) -> tuple[ir.Node, ir.Value] | None:
-    uses = list(node.outputs[0].uses())
-    if len(uses) != 1 or uses[0].node.op_type != "Add" or node.outputs[0].is_graph_output():
-        return None
-    add = uses[0].node
-    other = [v for v in add.inputs if v is not node.outputs[0]]
-    if len(other) == 1 and const_array(other[0]) is not None:
-        return add, other[0]
-    return None
+def input_vjp(b: Builder, z: ir.Value, g: ir.Value) -> ir.Value:
+    """The VJP of a replay w.r.t. its input: the rule table's, on the replay's node."""
+    node = z.producer()
+    if node.op_type == "Add":  # MatMul + bias: the bias Add passes g through
+        node = node.inputs[0].producer()
+    wants = [True] + [False] * (len(node.inputs) - 1)
+    return RULES[rule_key(node)](Ctx(b, node, [g], wants))[0]
 
 
-def _following_batchnorm(node: ir.Node) -> ir.Node | None:
-    if node.op_type not in ("Conv", "ConvTranspose", "Gemm"):
-        return None
-    uses = list(node.outputs[0].uses())
-    if len(uses) != 1 or node.outputs[0].is_graph_output():
-        return None
-    bn = uses[0].node
-    if bn.op_type != "BatchNormalization" or any(const_array(v) is None for v in bn.inputs[1:5]):
-        return None
-    return bn
+def tail_head(node: ir.Node) -> Layer | None:
+    """The weighted layer whose folded tail `node` is part of, if any."""
+    current = node
+    while current is not None and current.op_type in AFFINE_TAIL:
+        inner = [v for v in current.inputs if v is not None and const_array(v) is None]
+        current = inner[0].producer() if len(inner) == 1 else None
+    layer = layer_of(current) if current is not None else None
+    return layer if layer is not None and node in layer.tail else None
 
 
 # -- building blocks of rules --------------------------------------------------------------------
@@ -138,7 +91,9 @@ def same(b: Builder, x: ir.Value) -> ir.Value:
 
 
 def ones(b: Builder, x: ir.Value) -> ir.Value:
-    return b.ones_like(x)
+    out = b.ones_like(x)
+    out.shape = x.shape  # the rank, which MatMul's VJP needs
+    return out
 
 
 Params = Callable[[np.ndarray, np.ndarray | None], tuple[np.ndarray, np.ndarray | None]]
@@ -175,20 +130,24 @@ class Basic:
     reducer: Callable[..., ir.Value]
 
     def claim(self, node: ir.Node) -> tuple[Rule, str] | None:
-        layer = weighted_layer(node)
+        layer = layer_of(node)
         if layer is None:
+            warnings.warn(
+                f"LRP: {node.op_type} '{node.name}' has no constant weights, so it keeps its "
+                "gradient (the map is not LRP through it).",
+                OnnxsalWarning,
+                stacklevel=2,
+            )
             return None
         return partial(self._apply, layer), self.name
 
     def _apply(self, layer: Layer, ctx: Ctx) -> list[ir.Value | None]:
         b, x = ctx.b, ctx.node.inputs[0]
+        w, bias = layer.merged()
         ins = [modify(b, x) for modify in self.inputs]
-        zs = [
-            layer.replay(b, i, *param(layer.weight, layer.bias))
-            for i, param in zip(ins, self.params)
-        ]
+        zs = [replay(b, layer, i, *param(w, bias)) for i, param in zip(ins, self.params)]
         gs = self.mapper(b, ctx.g, zs)
-        vjps = [None if g is None else layer.input_vjp(b, z, g) for z, g in zip(zs, gs)]
+        vjps = [None if g is None else input_vjp(b, z, g) for z, g in zip(zs, gs)]
         return [self.reducer(b, ins, vjps)] + [None] * (len(ctx.node.inputs) - 1)
 
 
@@ -297,7 +256,8 @@ def z_box(low: Any, high: Any, stabilizer: float = STABILIZER) -> Basic:
 
 @dataclass(frozen=True)
 class Pass:
-    """Relevance passes through unchanged: activations, a merged BatchNormalization."""
+    """Relevance passes through unchanged: activations (rectifier patterns from their
+    gate's input)."""
 
     name: str = "Pass"
 
@@ -356,7 +316,7 @@ class Composite:
             *self.extra,
             *((op, self.convolution) for op in CONVOLUTIONS),
             *((op, self.dense) for op in DENSE),
-            ("BatchNormalization", MergedBatchNorm()),
+            *((op, MergedTail()) for op in AFFINE_TAIL),
             (GATES, Pass()),
             *((op, Pass()) for op in ACTIVATIONS if op not in RECTIFIERS),
             *((op, Norm(self.stabilizer)) for op in PARAMETER_FREE),
@@ -366,16 +326,14 @@ class Composite:
 
 
 @dataclass(frozen=True)
-class MergedBatchNorm:
-    """A BatchNormalization merged into the weighted node before it passes relevance."""
+class MergedTail:
+    """A node folded into the weighted layer before it (BatchNorm, its Mul/Add form, a
+    MatMul's bias): that layer's rule accounts for it, so relevance passes through."""
 
     def claim(self, node: ir.Node) -> tuple[Rule, str] | None:
-        producer = node.inputs[0].producer()
-        if producer is None or weighted_layer(producer) is None:
+        if tail_head(node) is None:
             return None
-        if _following_batchnorm(producer) is not node:
-            return None
-        return partial(Pass()._apply, node.inputs[0]), "Pass (merged into the layer before)"
+        return partial(Pass()._apply, _variable(node)), "Pass (folded into the layer before)"
 
 
 @dataclass(frozen=True)
@@ -384,19 +342,36 @@ class LrpModifier(BackpropModifier):
 
     first: Basic | None = None
     first_node: str | None = None
+    before: tuple[str, ...] = ()  # elementwise ops with a constant before the first layer
 
     def for_path(self, path: Sequence[ir.Node]) -> BackpropModifier:
-        if self.first is None:
-            return self
-        found = next((n for n in path if weighted_layer(n) is not None), None)
-        return replace(self, first_node=None if found is None else found.name)
+        """Find the first weighted node on the path, and the elementwise operations with a
+        constant before it (a model's own input normalisation), which pass relevance."""
+        first = next((n for n in path if layer_of(n) is not None), None)
+        before = path[: path.index(first)] if first is not None else []
+        scaling = tuple(n.name for n in before if _constant_elementwise(n))
+        return replace(self, first_node=None if first is None else first.name, before=scaling)
 
     def rule_for(self, node: ir.Node) -> tuple[Rule, str] | None:
         if self.first is not None and node.name == self.first_node:
             claimed = self.first.claim(node)
             if claimed is not None:
                 return claimed[0], f"{claimed[1]} (first layer)"
+        if node.name in self.before:
+            return partial(Pass()._apply, _variable(node)), "Pass (input preprocessing)"
         return super().rule_for(node)
+
+
+def _variable(node: ir.Node) -> ir.Value:
+    """The input of a node that is not a constant (its other inputs are)."""
+    return next(v for v in node.inputs if v is not None and const_array(v) is None)
+
+
+def _constant_elementwise(node: ir.Node) -> bool:
+    if node.op_type not in ("Sub", "Add", "Mul", "Div") or len(node.inputs) != 2:
+        return False
+    consts = [const_array(v) is not None for v in node.inputs]
+    return consts == [False, True] or (consts == [True, False] and node.op_type in ("Add", "Mul"))
 
 
 def _composites() -> dict[str, Composite]:
