@@ -333,7 +333,6 @@ class _Job:
                 bar.render_finish()
 
     def _evaluate(self, ready, methods, metrics, goal, settings, options) -> None:
-        from onnxsal.evaluate.figure import randomization_figure
         from onnxsal.evaluate.suite import evaluate_batch
 
         started = time.perf_counter()
@@ -354,7 +353,7 @@ class _Job:
             figure = None
             if batch.randomized is not None:
                 figure = Path(FIGURES) / f"{_digest(source.key(sample))}.{self.sid}.png"
-                picture = randomization_figure(batch.randomized, i)
+                picture = batch.randomized.figure(i)
                 (self.folder / FIGURES).mkdir(exist_ok=True)
                 self.journal.check()
                 atomic_write(self.folder / figure, lambda tmp, p=picture: p.save(tmp, "PNG"))

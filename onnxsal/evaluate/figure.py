@@ -9,7 +9,6 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from onnxsal.evaluate.randomization import Randomization
 from onnxsal.methods import get_method
 from onnxsal.pictures import DIVERGING_COLORMAP, SALIENCY_COLORMAP, colorize, display_map
 
@@ -18,26 +17,29 @@ COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e
 CHART_W, CHART_H, PAD = 420, 220, 36
 
 
-def randomization_figure(r: Randomization, sample: int = 0, tile: int = 64) -> Image.Image:
+def randomization_figure(
+    maps: dict[str, np.ndarray], blocks: Sequence[str], sample: int = 0, tile: int = 64
+) -> Image.Image:
     """Sample `sample`'s maps: the original model's first, then each step's (for cascading,
     every block from the output down to the one named is random)."""
     font = ImageFont.load_default()
-    columns = ["original", *r.blocks]
+    methods = list(maps)
+    columns = ["original", *blocks]
     canvas = Image.new(
-        "RGB", (LABEL_WIDTH + len(columns) * tile, HEADER + len(r.methods) * tile), "white"
+        "RGB", (LABEL_WIDTH + len(columns) * tile, HEADER + len(methods) * tile), "white"
     )
     draw = ImageDraw.Draw(canvas)
     for c, name in enumerate(columns):
         draw.text((LABEL_WIDTH + c * tile + 2, 2), _fit(name, tile, font), fill="black", font=font)
     if len(columns) > 1:
         draw.text((LABEL_WIDTH + 2, 14), "randomised from the output ->", fill="gray", font=font)
-    for row, method in enumerate(r.methods):
+    for row, method in enumerate(methods):
         top = HEADER + row * tile
         draw.text((4, top + tile // 2 - 6), _fit(method, LABEL_WIDTH - 8, font), fill="black",
                   font=font)  # fmt: skip
         signed = get_method(method).signed
         for c in range(len(columns)):
-            m = np.asarray(r.maps[method][c, sample])
+            m = np.asarray(maps[method][c, sample])
             if m.ndim != 2:
                 m = m.reshape(1, -1)
             shown = display_map(m[None], "NCHW", signed)
@@ -52,12 +54,14 @@ def _fit(text: str, width: int, font) -> str:
     return text
 
 
-def similarity_curves(r: Randomization, measure: str = "spearman_abs") -> str:
-    """Each method's mean similarity to its original map, step by step (SVG)."""
-    series = {name: np.concatenate([[1.0], r.mean(measure)[m]]) for m, name in
-              enumerate(r.methods)}  # fmt: skip
+def similarity_curves(
+    similarity: dict[str, np.ndarray], blocks: Sequence[str], measure: str
+) -> str:
+    """Each method's mean similarity to its original map, step by step (SVG); the original
+    map is itself (1) before the first step."""
+    series = {name: np.concatenate([[1.0], values]) for name, values in similarity.items()}
     return chart_svg(f"{measure} with the original map", series, "blocks randomised",
-                     ["original", *r.blocks])  # fmt: skip
+                     ["original", *blocks])  # fmt: skip
 
 
 def chart_svg(

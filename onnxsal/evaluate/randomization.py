@@ -63,13 +63,15 @@ class Randomization:
         """Adebayo's figure of one sample (a PIL image): rows = methods, columns = steps."""
         from onnxsal.evaluate.figure import randomization_figure
 
-        return randomization_figure(self, sample, tile)
+        return randomization_figure(self.maps, self.blocks, sample, tile)
 
     def curves(self, measure: str = "spearman_abs") -> str:
         """The mean similarity of each method's maps to the original ones, as SVG."""
         from onnxsal.evaluate.figure import similarity_curves
 
-        return similarity_curves(self, measure)
+        mean = self.mean(measure)
+        by_method = {name: mean[m] for m, name in enumerate(self.methods)}
+        return similarity_curves(by_method, self.blocks, measure)
 
 
 def weighted_layers(model: ir.Model) -> list[Weighted]:
