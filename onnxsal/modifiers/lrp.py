@@ -8,10 +8,11 @@ gradients g_k; the reducer combines the inputs with the layer's VJPs of the g_k
 into the relevance of the layer's input. Parameter modifiers act on the
 weights at build time (numpy); the VJPs come from the rule table.
 
-A BatchNormalization right after a weighted node is merged into it for the
-replay (its own relevance passes through), as Zennit's MergeBatchNorm
-canonizer does to the module; a bias added right after a MatMul is its bias.
-Denominators are stabilised as Zennit does: z + ε where z ≥ 0, z − ε elsewhere.
+The layer is seen whole (graph.weights): a BatchNormalization after it, or its
+Mul/Add form, and a MatMul's bias Add are folded into its weights for the
+replay, as Zennit's MergeBatchNorm canonizer merges the modules, and pass
+relevance through themselves. Denominators are stabilised as Zennit does:
+z + ε where z ≥ 0, z − ε elsewhere.
 """
 
 from __future__ import annotations
