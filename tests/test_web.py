@@ -185,3 +185,29 @@ def test_cli_writes_the_folder_and_refuses_a_foreign_one(runtime_pack, tmp_path)
     meta = json.loads((tmp_path / "cdn" / "onnxsal.json").read_text())
     assert cdn.exit_code == 0 and meta["runtime"]["base"].startswith("https://cdn.jsdelivr.net/")
     assert meta["runtime"]["integrity"] == onnxsal.web.RUNTIME_FILES
+
+
+def test_the_page_takes_a_picture_as_a_user_does(digits, runtime_pack, tmp_path):
+    """Preprocessing in the browser, the top-5 list, the map and the overlay drawn."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    ex, save_digits = digits
+    [picture] = save_digits(tmp_path / "in", [5])
+    folder = tmp_path / "web"
+    onnxsal.web.export(ex, folder, runtime=runtime_pack)
+    shutil.copyfile(picture, folder / "digit.png")
+    spec = {"x": [], "runs": [], "picture": "digit.png"}
+    [drawn] = run_page(folder, spec, tmp_path, True)
+    top = int(ex.predict(ex.preprocess(Image.open(picture))).argmax())
+    assert len(drawn["classes"]) == 5 and drawn["classes"][0].startswith(ex.labels[top])
+    assert "vanilla" in drawn["status"] and "ms per map" in drawn["status"]
+    images = {}
+    for key in ("map", "overlay"):
+        data = base64.b64decode(drawn[key].split(",", 1)[1])
+        images[key] = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), np.float32)
+        assert images[key].shape[:2] == tuple(ex.preprocess.size)
+    assert images["map"].std() > 20  # a map, not a blank
+    assert np.abs(images["map"] - images["overlay"]).mean() > 5
