@@ -211,3 +211,22 @@ def test_the_page_takes_a_picture_as_a_user_does(digits, runtime_pack, tmp_path)
         assert images[key].shape[:2] == tuple(ex.preprocess.size)
     assert images["map"].std() > 20  # a map, not a blank
     assert np.abs(images["map"] - images["overlay"]).mean() > 5
+
+
+def test_an_nhwc_keras_model_gives_pythons_maps(runtime_pack, tmp_path):
+    from PIL import Image
+
+    from tests.test_hostile import save_digits
+
+    ex = onnxsal.Explainer("digits-cnn-keras")
+    assert ex.layout == "NHWC"
+    [picture] = save_digits(tmp_path / "in", [2])
+    x = ex.preprocess(Image.open(picture))
+    folder = tmp_path / "web"
+    onnxsal.web.export(ex, folder, runtime=runtime_pack)
+    runs = [{"method": "vanilla"}, {"method": "guided"}]
+    results = run_page(folder, {"x": x.ravel().tolist(), "runs": runs}, tmp_path, True)
+    for run, got in zip(runs, results):
+        want = ex.explain(x, run["method"], got["target"])
+        err = rel_l2(np.asarray(got["attribution"], np.float32).reshape(x.shape), want)
+        assert err <= 1e-4, (run["method"], err)

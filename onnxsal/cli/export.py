@@ -36,7 +36,8 @@ from onnxsal.standalone import SINGLE_GRAPH_METHODS
 @click.option(
     "--web",
     type=click.Path(file_okay=False),
-    help="Write a web explainer folder instead (index.html, onnxsal.js, the graphs).",
+    help="Write a web explainer folder instead (index.html, onnxsal.js, the graphs; the "
+    "page offers every web method, whatever -m says).",
 )
 @click.option(
     "--offline",

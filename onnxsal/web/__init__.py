@@ -47,10 +47,11 @@ NPM_PACK = f"npm pack onnxruntime-web@{RUNTIME_VERSION}"
 def export(model: Any, folder: str | Path, *, runtime: str | Path | None = None) -> Path:
     """Write the static explainer folder; returns its index.html."""
     ex = model if isinstance(model, Explainer) else Explainer(model)
-    if ex.layout != "NCHW" or ex.preprocess is None:
+    if ex.layout not in ("NCHW", "NHWC") or ex.preprocess is None:
         raise OptionError(
-            "The web explainer takes pictures: the model needs NCHW image input and recorded "
-            "preprocessing (onnxsal convert writes it; see the README's metadata section)."
+            "The web explainer takes pictures: the model needs image input (NCHW or NHWC) and "
+            "recorded preprocessing (onnxsal convert writes it; see the README's metadata "
+            "section)."
         )
     out = Path(folder)
     if out.exists() and any(out.iterdir()) and not (out / "onnxsal.json").is_file():
@@ -64,9 +65,12 @@ def export(model: Any, folder: str | Path, *, runtime: str | Path | None = None)
         graphs[method] = f"{method}.onnx"
         _write(out / graphs[method], proto.SerializeToString())
     pre = ex.preprocess
+    channels = 1 if pre.channel_order == "L" else 3
+    h, w = pre.size
     meta = {
         "input": ex.input_name,
-        "shape": [1 if not isinstance(d, int) else d for d in ex.input_shape],
+        "layout": ex.layout,
+        "shape": [1, channels, h, w] if ex.layout == "NCHW" else [1, h, w, channels],
         "labels": ex.labels,
         "preprocess": {
             "size": list(pre.size), "crop": pre.crop, "scale": pre.scale, "mean": list(pre.mean),

@@ -42,8 +42,9 @@ async function session(ex, method) {
   return ex.sessions[method];
 }
 
-// A picture (img, canvas, ImageBitmap) -> Float32Array in the model's NCHW layout, as the
-// recorded preprocessing says (centre crop, resize by the browser, scale, mean, std).
+// A picture (img, canvas, ImageBitmap) -> Float32Array in the model's layout (NCHW or
+// NHWC), as the recorded preprocessing says (centre crop, resize by the browser, scale,
+// mean, std).
 export function preprocess(image, meta) {
   const p = meta.preprocess;
   const [h, w] = p.size;
@@ -60,14 +61,15 @@ export function preprocess(image, meta) {
   ctx.drawImage(image, sx, sy, sw, sh, 0, 0, w, h);
   const rgba = ctx.getImageData(0, 0, w, h).data;
   const order = p.channel_order === "L" ? [-1] : p.channel_order === "BGR" ? [2, 1, 0] : [0, 1, 2];
-  const out = new Float32Array(order.length * h * w);
-  order.forEach((source, c) => {
-    const mean = p.mean[c % p.mean.length], std = p.std[c % p.std.length];
+  const c = order.length, last = meta.layout === "NHWC";
+  const out = new Float32Array(c * h * w);
+  order.forEach((source, k) => {
+    const mean = p.mean[k % p.mean.length], std = p.std[k % p.std.length];
     for (let i = 0; i < h * w; i++) {
       const v = source < 0
         ? 0.299 * rgba[4 * i] + 0.587 * rgba[4 * i + 1] + 0.114 * rgba[4 * i + 2]
         : rgba[4 * i + source];
-      out[c * h * w + i] = (v * p.scale - mean) / std;
+      out[last ? i * c + k : k * h * w + i] = (v * p.scale - mean) / std;
     }
   });
   return out;
@@ -75,7 +77,7 @@ export function preprocess(image, meta) {
 
 async function gradient(ex, graph, x, target) {
   const s = await session(ex, graph);
-  const shape = [1, ...ex.meta.shape.slice(1)];
+  const shape = ex.meta.shape;
   const feeds = {
     [ex.meta.input]: new (ort().Tensor)("float32", x, shape),
     target: new (ort().Tensor)("int64", BigInt64Array.from([BigInt(target)]), [1]),
@@ -162,12 +164,14 @@ function percentile(values, q) {
 // from their minimum to their 99th percentile (grey); signed maps summed, over the 99th
 // percentile of their magnitude, white at zero (red-blue). Returns values in [0, 1].
 export function displayMap(attribution, ex, method) {
-  const [, c, h, w] = [1, ...ex.meta.shape.slice(1)];
+  const last = ex.meta.layout === "NHWC";
+  const [, a, b, d] = ex.meta.shape;
+  const [c, h, w] = last ? [d, a, b] : [a, b, d];
   const signed = ex.meta.methods[method]?.signed;
   const m = new Float64Array(h * w);
   for (let k = 0; k < c; k++) {
     for (let i = 0; i < h * w; i++) {
-      const v = attribution[k * h * w + i];
+      const v = attribution[last ? i * c + k : k * h * w + i];
       m[i] += signed ? v : Math.abs(v);
     }
   }
