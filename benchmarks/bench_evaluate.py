@@ -55,6 +55,9 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
 
+    from tests.support import torchvision_or_stand_in
+
+    torchvision_or_stand_in()  # quantus imports zennit, which imports torchvision
     import quantus
     import torch
 

@@ -127,10 +127,13 @@ class Explainer:
 
     def with_initializers(self, values: Mapping[str, np.ndarray]) -> Explainer:
         """A copy explaining the same graph with some initializers' values replaced (same
-        names, shapes and dtypes): the models of a randomisation test, without re-reading
-        or re-checking the model. Gradient graphs are rebuilt (they fold the weights)."""
-        model = ir.from_proto(onnx.load_from_string(self._base))
-        inits = model.graph.initializers
+        names, shapes and dtypes): the models of a randomisation test. It takes this
+        explainer's gradient graphs whose build read none of those values (a gradient graph
+        keeps weights as weights) with the new values written in, without building them
+        again; graphs that folded them in (LRP's) are rebuilt. The copy's `model` is this
+        one's graph, for queries: its initializers hold the old values."""
+        inits = self._model.graph.initializers
+        checked = {}
         for name, array in values.items():
             old = inits.get(name)
             if old is None or old.const_value is None:
@@ -141,13 +144,21 @@ class Explainer:
                     f"Initializer '{name}' is {old.dtype.numpy()} {list(old.shape)}; the "
                     f"new value is {array.dtype} {list(array.shape)}."
                 )
-            old.const_value = ir.tensor(array, name=name)
-        twin = copy.copy(self)
-        twin._use(model)
-        twin.__dict__.pop("digest", None)  # a cached digest is the original model's
-        twin._placements = dict(self._placements)  # batch axes follow the graph, not weights
-        twin._runner = twin._new_runner()
-        twin._runner.fixed_batch = self._runner.fixed_batch  # a batch-of-one model stays one
+            checked[name] = array
+        runner = self._runner.with_weights(checked)
+        if runner is None:  # OpenVINO, or graphs rewritten per input: a model of its own
+            model = ir.from_proto(onnx.load_from_string(self._base))
+            for name, array in checked.items():
+                model.graph.initializers[name].const_value = ir.tensor(array, name=name)
+            twin = copy.copy(self)
+            twin._use(model)
+            twin._placements = dict(self._placements)  # batch axes follow the graph
+            twin._runner = twin._new_runner()
+            twin._runner.fixed_batch = self._runner.fixed_batch  # a batch-of-one stays one
+        else:
+            twin = copy.copy(self)
+            twin._runner = runner
+        twin.__dict__["digest"] = _digest_with(self.digest, checked)
         return twin
 
     # -- model facts ---------------------------------------------------------------------
@@ -1032,6 +1043,15 @@ def _per_position(attribution: np.ndarray, shape: tuple[int, ...]) -> np.ndarray
             )
         return attribution
     return attribution.sum(axis=tuple(range(rank, attribution.ndim)))
+
+
+def _digest_with(digest: str, values: Mapping[str, np.ndarray]) -> str:
+    """The digest of a model whose initializers `values` replaced those of `digest`'s."""
+    h = hashlib.sha256(digest.encode())
+    for name in sorted(values):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(values[name]).tobytes())
+    return h.hexdigest()
 
 
 def _batch_size(value: Any) -> int | None:

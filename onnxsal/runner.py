@@ -11,9 +11,11 @@ kind of input.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 
 from onnxsal import fastest_runtime, feeds, openvino_runtime, runtime
@@ -49,10 +51,53 @@ class Runner:
         self._readers: dict[tuple[str, ...], Any] = {}
         self.specialising = needs_specialising(model)
         self._variants: dict[tuple, Specialised] = {}
+        # a runner for new weights (with_weights): the values, and the runner whose graphs
+        # it takes with them written in
+        self.weights: dict[str, np.ndarray] = {}
+        self.source: Runner | None = None
+
+    def with_weights(self, values: Mapping[str, np.ndarray]) -> Runner | None:
+        """A runner for the same model with some initializers' values replaced. It takes
+        this runner's graphs whose build read none of them (a gradient graph keeps weights
+        as weights) with the new values written in, without building them again; graphs
+        that folded them in (LRP's) are rebuilt. None for models rewritten per input."""
+        if self.specialising:
+            return None
+        twin = Runner(
+            self.model, self.facts, self.fixed_batch, self.requested, self.options, self.layers
+        )
+        twin.weights = {k: np.ascontiguousarray(v) for k, v in values.items()}
+        twin.source = self
+        return twin
+
+    def _patched_facts(self) -> ModelFacts:
+        """The model with the new weights written in, for graphs that read them."""
+        proto = onnx.ModelProto()
+        proto.ParseFromString(self.facts.base)
+        return ModelFacts(self._patched(proto).SerializeToString(), self.facts.input_name)
+
+    def _patched(self, proto: onnx.ModelProto) -> onnx.ModelProto:
+        """`proto` (edited in place) with the new weights for its initializers."""
+        for tensor in proto.graph.initializer:
+            if tensor.name in self.weights:
+                new = onnx.numpy_helper.from_array(self.weights[tensor.name], tensor.name)
+                tensor.CopyFrom(new)
+        return proto
 
     def graph(self, spec: GraphSpec, variant: Specialised | None = None) -> SaliencyGraph:
         """The compiled graph of `spec` (from `variant`, the model as it runs on an input)."""
         key = (spec, variant.decisions if variant is not None else None)
+        if key not in self._graphs and self.source is not None:
+            original = self.source.graph(spec)
+            if original.reads.isdisjoint(self.weights):
+                model = onnx.ModelProto()
+                model.CopyFrom(original.model)
+                self._graphs[key] = replace(
+                    original, model=self._patched(model), session=None, serialized=None
+                )
+            else:
+                self._graphs[key] = build(self._patched_facts(), spec)
+            self._peeled[spec] = self._graphs[key].peeled
         if key not in self._graphs:
             facts = (
                 self.facts if variant is None else ModelFacts(variant.model, self.facts.input_name)
@@ -94,7 +139,9 @@ class Runner:
 
     def _session(self, g: SaliencyGraph) -> Any:
         if g.session is None:
-            g.session = self._open(g.model.SerializeToString())
+            if g.serialized is None:
+                g.serialized = g.model.SerializeToString()
+            g.session = self._open(g.serialized)
             self.active = g.session.get_providers()
         return g.session
 
@@ -154,7 +201,7 @@ class Runner:
         (`batch_axes`, default 0); without batch_size, x runs as one batch."""
         key = tuple(names)
         if key not in self._readers:
-            proto = with_outputs(self.model, names)
+            proto = self._patched(with_outputs(self.model, names))
             self._readers[key] = self._open(proto.SerializeToString())
         return self._chunks(
             self._readers[key],

@@ -20,7 +20,7 @@ import onnx_ir as ir
 from onnxsal.autodiff import NO_RULE_REASONS, RULES, Rewrite, backprop
 from onnxsal.errors import OnnxsalWarning
 from onnxsal.graph.biases import find_biases
-from onnxsal.graph.builder import Builder
+from onnxsal.graph.builder import Builder, recording_reads
 from onnxsal.graph.export import finish, sizes_trustworthy
 from onnxsal.graph.values import cut_out, values_by_name
 from onnxsal.modifiers import get_modifier
@@ -55,6 +55,8 @@ class SaliencyGraph:
     biases: list[str] = field(default_factory=list)
     peeled: tuple[str | None, ...] = ()  # the final activation stepped over, per tensor
     input_name: str = ""  # the name x is fed under (the model input, or the wrt tensor)
+    reads: frozenset[str] = frozenset()  # constants whose values the build read (folded in)
+    serialized: bytes | None = None  # the model's bytes, made once for every session
     session: Any = None
 
 
@@ -67,6 +69,13 @@ class ModelFacts:
 
 
 def build(facts: ModelFacts, spec: GraphSpec) -> SaliencyGraph:
+    with recording_reads() as reads:
+        graph = _build(facts, spec)
+    graph.reads = frozenset(reads)
+    return graph
+
+
+def _build(facts: ModelFacts, spec: GraphSpec) -> SaliencyGraph:
     model = ir.from_proto(onnx.load_model_from_string(facts.base))
     graph = model.graph
     x = next(v for v in graph.inputs if v.name == facts.input_name)

@@ -19,32 +19,7 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
-def torchvision_or_stand_in() -> None:
-    """zennit (and quantus, through it) imports torchvision for zennit's torchvision
-    canonizers, which the tests do not use; PyPI has no CPU build of torchvision for the CPU
-    torch wheel, whose C ops then fail to load. A stand-in with the two classes zennit
-    names lets them import."""
-    import sys
-    import types
-
-    import torch
-
-    try:
-        import torchvision  # noqa: F401
-    except Exception:
-        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
-            del sys.modules[name]
-        resnet = types.ModuleType("torchvision.models.resnet")
-        resnet.Bottleneck = type("Bottleneck", (torch.nn.Module,), {})
-        resnet.BasicBlock = type("BasicBlock", (torch.nn.Module,), {})
-        models = types.ModuleType("torchvision.models")
-        models.resnet = resnet
-        root = types.ModuleType("torchvision")
-        root.models = models
-        sys.modules.update(
-            {"torchvision": root, "torchvision.models": models, "torchvision.models.resnet": resnet}
-        )
-
+from tests.support import torchvision_or_stand_in  # noqa: E402
 
 torchvision_or_stand_in()
 

@@ -12,7 +12,9 @@ configurations, so spatial sizes are always read at run time with Shape.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -36,6 +38,26 @@ def attr(node: ir.Node, name: str, default: Any = None) -> Any:
     return value
 
 
+_READS: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar("reads", default=None)
+
+
+@contextlib.contextmanager
+def recording_reads() -> Iterator[set[str]]:
+    """The names of the constants whose values are read (const_array) inside the block: a
+    graph built from a model depends on those values and on no other constant's."""
+    reads: set[str] = set()
+    token = _READS.set(reads)
+    try:
+        yield reads
+    finally:
+        _READS.reset(token)
+
+
+def is_constant(value: ir.Value | None) -> bool:
+    """Whether the value is an initializer or Constant output (its value not read)."""
+    return value is not None and ir.convenience.get_const_tensor(value) is not None
+
+
 def const_array(value: ir.Value | None) -> np.ndarray | None:
     """The numpy value of an initializer or Constant output, else None."""
     if value is None:
@@ -43,6 +65,9 @@ def const_array(value: ir.Value | None) -> np.ndarray | None:
     tensor = ir.convenience.get_const_tensor(value)
     if tensor is None:
         return None
+    reads = _READS.get()
+    if reads is not None and value.name:
+        reads.add(value.name)
     return tensor.numpy()
 
 

@@ -17,7 +17,7 @@ import onnx_ir as ir
 
 from onnxsal.autodiff.engine import Ctx, wrt
 from onnxsal.errors import UnsupportedModelError
-from onnxsal.graph.builder import Builder, attr, const_array, static_dims
+from onnxsal.graph.builder import Builder, attr, is_constant, static_dims
 
 
 @dataclass(frozen=True)
@@ -81,15 +81,23 @@ def slice_spatial(b: Builder, v: ir.Value, begin: tuple[int, ...], like: ir.Valu
 
 
 def _flipped_kernel(b: Builder, w: ir.Value, group: int) -> ir.Value | None:
-    """The kernel of the input gradient as a Conv: (C, M/G, k...) flipped in space."""
-    value = const_array(w)
-    if value is None:
+    """The kernel of the input gradient as a Conv: (C, M/G, k...) flipped in space, as
+    nodes on the weight (constant-folded when the session is made), so that the graph
+    reads no weight value and serves new weights as they are."""
+    dims = static_dims(w)
+    if not is_constant(w) or dims is None or not all(isinstance(d, int) for d in dims):
         return None
-    m, cg, *k = value.shape
-    regrouped = value.reshape(group, m // group, cg, *k).swapaxes(1, 2)
-    regrouped = regrouped.reshape(cg * group, m // group, *k)
-    spatial_flip = (slice(None), slice(None), *[slice(None, None, -1)] * len(k))
-    return b.const(np.ascontiguousarray(regrouped[spatial_flip]), hint="flipped_kernel")
+    m, cg, *k = dims
+    r = len(k)
+    if group == 1:
+        regrouped = b.Transpose(w, perm=[1, 0, *range(2, 2 + r)])
+    else:
+        split = b.Reshape(w, b.ints([group, m // group, cg, *k]))
+        swapped = b.Transpose(split, perm=[0, 2, 1, *range(3, 3 + r)])
+        regrouped = b.Reshape(swapped, b.ints([cg * group, m // group, *k]))
+    first = np.iinfo(np.int64).min  # with step -1: through the first element
+    axes = list(range(2, 2 + r))
+    return b.Slice(regrouped, b.ints([-1] * r), b.ints([first] * r), b.ints(axes), b.ints([-1] * r))
 
 
 def _zero_insert(b: Builder, g: ir.Value, strides: tuple[int, ...]) -> ir.Value:
