@@ -92,9 +92,7 @@ class Runner:
             if original.reads.isdisjoint(self.weights):
                 model = onnx.ModelProto()
                 model.CopyFrom(original.model)
-                self._graphs[key] = replace(
-                    original, model=self._patched(model), session=None, serialized=None
-                )
+                self._graphs[key] = replace(original, model=self._patched(model), session=None)
             else:
                 self._graphs[key] = build(self._patched_facts(), spec)
             self._peeled[spec] = self._graphs[key].peeled
@@ -139,9 +137,7 @@ class Runner:
 
     def _session(self, g: SaliencyGraph) -> Any:
         if g.session is None:
-            if g.serialized is None:
-                g.serialized = g.model.SerializeToString()
-            g.session = self._open(g.serialized)
+            g.session = self._open(g.model.SerializeToString())
             self.active = g.session.get_providers()
         return g.session
 

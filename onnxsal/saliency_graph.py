@@ -56,7 +56,6 @@ class SaliencyGraph:
     peeled: tuple[str | None, ...] = ()  # the final activation stepped over, per tensor
     input_name: str = ""  # the name x is fed under (the model input, or the wrt tensor)
     reads: frozenset[str] = frozenset()  # constants whose values the build read (folded in)
-    serialized: bytes | None = None  # the model's bytes, made once for every session
     session: Any = None
 
 
