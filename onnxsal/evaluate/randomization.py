@@ -13,6 +13,7 @@ The model is rewritten by replacing initializers: no framework is needed.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -205,12 +206,15 @@ def randomization(
     kept = {name: [original[name].astype(np.float32)] for name in methods}
     found = {name: [] for name in methods}  # per method, per step: each sample's similarities
     values: dict[str, np.ndarray] = {}
-    for k, (_, members) in enumerate(grouped):
-        drawn = redrawn(ex, members, seed, k)
-        values = {**values, **drawn} if order == "cascading" else drawn
-        for name, step in maps_of(ex.with_initializers(values)).items():
-            found[name].append([ref.compare(m) for ref, m in zip(references[name], step)])
-            kept[name].append(step.astype(np.float32))
+    # a step's similarities are computed while the next step's model runs
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        for k, (_, members) in enumerate(grouped):
+            drawn = redrawn(ex, members, seed, k)
+            values = {**values, **drawn} if order == "cascading" else drawn
+            for name, step in maps_of(ex.with_initializers(values)).items():
+                found[name].append(pool.submit(_compare, references[name], step))
+                kept[name].append(step.astype(np.float32))
+    found = {name: [f.result() for f in futures] for name, futures in found.items()}
     scores = {
         measure: np.array([[[s[measure] for s in step] for step in found[name]]
                            for name in methods])
@@ -226,6 +230,10 @@ def randomization(
         classes,
         {name: [w.node for w in members] for name, members in grouped},
     )
+
+
+def _compare(references: Sequence[Reference], maps: np.ndarray) -> list[dict[str, float]]:
+    return [ref.compare(m) for ref, m in zip(references, maps)]
 
 
 def _options_for(method: str, options: dict[str, Any]) -> dict[str, Any]:
