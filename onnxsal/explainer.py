@@ -146,7 +146,7 @@ class Explainer:
                 )
             checked[name] = array
         runner = self._runner.with_weights(checked)
-        if runner is None:  # OpenVINO, or graphs rewritten per input: a model of its own
+        if runner is None:  # graphs rewritten per input read the model: one of its own
             model = ir.from_proto(onnx.load_from_string(self._base))
             for name, array in checked.items():
                 model.graph.initializers[name].const_value = ir.tensor(array, name=name)

@@ -10,6 +10,7 @@ kind of input.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -70,8 +71,10 @@ class Runner:
         twin.source = self
         return twin
 
+    @functools.cached_property
     def _patched_facts(self) -> ModelFacts:
-        """The model with the new weights written in, for graphs that read them."""
+        """The model with the new weights written in, for graphs that read them (made once
+        for all of them)."""
         proto = onnx.ModelProto()
         proto.ParseFromString(self.facts.base)
         return ModelFacts(self._patched(proto).SerializeToString(), self.facts.input_name)
@@ -94,7 +97,7 @@ class Runner:
                 model.CopyFrom(original.model)
                 self._graphs[key] = replace(original, model=self._patched(model), session=None)
             else:
-                self._graphs[key] = build(self._patched_facts(), spec)
+                self._graphs[key] = build(self._patched_facts, spec)
             self._peeled[spec] = self._graphs[key].peeled
         if key not in self._graphs:
             facts = (

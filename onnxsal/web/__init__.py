@@ -25,7 +25,12 @@ from onnxsal.errors import OptionError
 from onnxsal.explainer import Explainer
 from onnxsal.methods import METHODS
 from onnxsal.modifiers import MODIFIERS
-from onnxsal.pictures import DEFAULT_COLORMAP, DIVERGING_COLORMAP, SALIENCY_COLORMAP
+from onnxsal.pictures import (
+    DEFAULT_COLORMAP,
+    DIVERGING_COLORMAP,
+    SALIENCY_COLORMAP,
+    colorize,
+)
 
 RUNTIME_VERSION = "1.30.0"
 CDN = f"https://cdn.jsdelivr.net/npm/onnxruntime-web@{RUNTIME_VERSION}/dist/"
@@ -107,11 +112,9 @@ def _rewritten(ex: Explainer, method: str) -> int | None:
 
 
 def _table(name: str) -> list[list[int]]:
-    """The colormap as 256 RGB rows, the colours the Python pictures use."""
-    from cmap import Colormap
-
-    rgba = Colormap(name)(np.linspace(0.0, 1.0, 256), bytes=True)
-    return rgba[:, :3].astype(int).tolist()
+    """The colormap as 256 RGB rows: the Python pictures' own colorize, sampled."""
+    ramp = colorize(np.linspace(0.0, 1.0, 256)[None], name)
+    return np.asarray(ramp)[0].astype(int).tolist()
 
 
 def _runtime(out: Path, source: str | Path | None) -> dict:
