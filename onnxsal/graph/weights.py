@@ -185,7 +185,9 @@ def _affine(node: ir.Node, channels: int, axis: int) -> tuple:
     c = _per_channel(next(v for v in consts if v is not None), channels, axis)
     if c is None or (op in ("Sub", "Div") and consts[1] is None):  # c - x, c / x: not affine in x
         return None, None
-    return {"Mul": (c, None), "Div": (1.0 / c, None), "Add": (None, c), "Sub": (None, -c)}[op]
+    if op == "Div":  # x / c folds only where c has no zero
+        return (1.0 / c, None) if np.all(c != 0) else None
+    return {"Mul": (c, None), "Add": (None, c), "Sub": (None, -c)}[op]
 
 
 def _per_channel(c: np.ndarray, channels: int, axis: int) -> np.ndarray | None:
