@@ -88,7 +88,7 @@ class Explainer:
         session_options: Any = None,
         verify: bool = True,
     ):
-        proto = load_model(_from_zoo(model), tuple(ZOO))
+        proto = load(model)
         self.metadata: dict[str, Any] = metadata.read(proto)
         self.labels: list[str] | None = metadata.labels(proto)
         self.preprocess: metadata.Preprocess | None = metadata.preprocess(proto)
@@ -1057,6 +1057,12 @@ def _digest_with(digest: str, values: Mapping[str, np.ndarray]) -> str:
 def _batch_size(value: Any) -> int | None:
     """Samples per runtime run: a positive int, or None for all at once."""
     return None if value is None else positive_int(value, "batch_size (or None)")
+
+
+def load(model: ModelSource) -> onnx.ModelProto:
+    """The model a source names (a file, a zoo name, bytes, a proto): a private copy, with
+    its external data read in."""
+    return load_model(_from_zoo(model), tuple(ZOO))
 
 
 def _from_zoo(model: ModelSource) -> ModelSource:

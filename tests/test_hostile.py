@@ -167,7 +167,30 @@ def audit(folder: Path, torn: int = 0) -> list[dict]:
     for record in table:
         for cell in record.values():
             assert not cell.startswith(FORMULA_STARTS) or _number(cell), repr(cell)
+    assert table_rows(folder) == {
+        (escaped(r["input"]), r["settings_id"]): (r["status"], r.get("score")) for r in rows
+    }, "the Parquet table is not the summary"
     return rows
+
+
+def escaped(name: str) -> str:
+    """A name as Parquet's UTF-8 text holds it: undecodable bytes as backslash escapes."""
+    return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def table_rows(folder: Path) -> dict:
+    """The results table's rows, each read once: (input, settings) -> (status, score)."""
+    import pyarrow.parquet as pq
+
+    found = {}
+    for part in sorted((folder / "table").glob("part-*.parquet")):
+        for row in pq.read_table(
+            part, columns=["input", "settings_id", "status", "score"]
+        ).to_pylist():
+            key = (row["input"], row["settings_id"])
+            assert key not in found, f"{key} in the table twice"
+            found[key] = (row["status"], row["score"])
+    return found
 
 
 def _parses(line: str) -> bool:
@@ -334,7 +357,8 @@ def test_a_full_disk_stops_the_run_in_one_line_and_resume_finishes(ten, tmp_path
     import onnxsal.cli.files
 
     out = tmp_path / "o"
-    monkeypatch.setattr(onnxsal.cli.files, "os", FillingDisk(room=9))  # 4 inputs and a half
+    # two batches (4 pictures and a table part each), then half of the third
+    monkeypatch.setattr(onnxsal.cli.files, "os", FillingDisk(room=12))
     full = invoke("explain", "digits-cnn", ten, "-o", out, "--batch-size", "2", code=1)
     one_error(full, "disk is full", "--resume")
     assert not partials(out)
@@ -342,6 +366,7 @@ def test_a_full_disk_stops_the_run_in_one_line_and_resume_finishes(ten, tmp_path
     assert len(done) == 4 and len(set(done)) == 4
     for row in map(strict_json, journal_lines(out)):
         assert all((out / rel).is_file() for rel in row["outputs"].values())
+        assert (out / row["part"]).is_file()
     monkeypatch.undo()
     invoke("explain", "digits-cnn", ten, "-o", out, "--batch-size", "2", "--resume")
     rows = audit(out)
@@ -1289,7 +1314,7 @@ def test_live_temporaries_in_a_nested_output_folder_are_left_alone(three, tmp_pa
 
 
 def test_a_file_changed_while_read_is_explained_again_on_resume(three, tmp_path, monkeypatch):
-    import onnxsal.cli.job as job
+    import onnxsal.cli.worker as job
 
     folder, out = tmp_path / "in", tmp_path / "o"
     shutil.copytree(three, folder)
@@ -1371,7 +1396,7 @@ def _linear(tmp_path: Path) -> Path:
 
 
 def test_a_csv_of_many_samples_is_read_once(tmp_path, monkeypatch):
-    import onnxsal.cli.job as job
+    import onnxsal.cli.worker as job
 
     rows = np.random.default_rng(0).random((6, 4)).round(3)
     path = tmp_path / "rows.csv"

@@ -301,7 +301,7 @@ class _Job:
                     pass  # read again when run: its row says why
             for sample in samples:
                 found = done.get((source.key(sample), self.sid))
-                if found and found[0] == "ok" and found[1] == file_stamp(source.path):
+                if found and found.status == "ok" and found.stamp == file_stamp(source.path):
                     self.skipped += 1
                     continue
                 tasks.append((source, sample))

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
-from onnxsal.cli import common
+from onnxsal.cli import common, table
 from onnxsal.cli.files import STATE, exclusive, signals_held
 from onnxsal.cli.inputs import Source, find_inputs, require_inputs
-from onnxsal.cli.job import JobRequest, Run
+from onnxsal.cli.job import Run, run_here
 from onnxsal.cli.journal import SUMMARIES, Journal
 from onnxsal.cli.options import (
     batch_size_option,
@@ -26,6 +26,7 @@ from onnxsal.cli.options import (
     tensor_options,
 )
 from onnxsal.cli.render import FORMATS, Drawing
+from onnxsal.cli.worker import JobRequest
 from onnxsal.methods import METHODS
 from onnxsal.postprocess import GRAD_MODIFIERS, REDUCTIONS
 
@@ -72,7 +73,8 @@ TARGET_HELP = (
     default="png",
     show_default=True,
     type=click.Choice(FORMATS),
-    help="npy/npz also keep the raw map.",
+    help="npy/npz also keep the raw map; parquet keeps it in the results table "
+    "(table/) and draws no pictures.",
 )
 @click.option("--overlay/--no-overlay", default=True, show_default=True)
 @click.option(
@@ -95,6 +97,39 @@ TARGET_HELP = (
     "'fastest' (whichever of the two runs this model faster, measured on the first batch).",
 )
 @click.option("--resume", is_flag=True, help="Skip inputs finished before with the same settings.")
+@click.option(
+    "--engine",
+    default="local",
+    show_default=True,
+    type=click.Choice(["local", "ray"]),
+    help="local: this process. ray: a pool of Ray actors (pip install 'onnxsal[ray]'), on "
+    "this machine or the cluster at --address.",
+)
+@click.option(
+    "--address", help="With --engine ray: the cluster to join ('auto', HOST:PORT, ray://...)."
+)
+@click.option(
+    "--actors",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1),
+    help="With --engine ray: how many actors explain (each builds the model once).",
+)
+@click.option(
+    "--cpus-per-actor",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="With --engine ray: CPUs Ray reserves per actor (its onnxruntime threads: the "
+    "whole part, at least 1).",
+)
+@click.option(
+    "--gpus-per-actor",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="With --engine ray: GPUs per actor (with onnxruntime-gpu and --providers).",
+)
 @max_pixels_option
 @method_options
 @tensor_options
@@ -123,6 +158,11 @@ def explain(
     batch_size,
     providers,
     resume,
+    engine,
+    address,
+    actors,
+    cpus_per_actor,
+    gpus_per_actor,
     max_pixels,
     input_name,
     output_name,
@@ -138,8 +178,9 @@ def explain(
     Writes, per input, NAME.METHOD.SETTINGS.saliency.png and, for images, .overlay.png (a
     panel with --panel; the raw map with --format npy/npz, always for samples) under -o,
     keeping relative paths; NAME keeps the input's extension, SETTINGS is a digest of the
-    settings. Every finished input is recorded in -o's journal at once; summary.json and
-    summary.csv list every input explained into -o, this run's and earlier ones'. A file of
+    settings. Every finished input is recorded in -o's journal at once; summary.json,
+    summary.csv and the Parquet table (-o/table/) list every input explained into -o, this
+    run's and earlier ones'. A file of
     several samples gives one input per sample (NAME.ROW). Bad inputs are reported and
     skipped; the exit code is 1 if any failed.
 
@@ -150,6 +191,7 @@ def explain(
       onnxsal explain recogniser.onnx line.png -t step=5,class=12
       onnxsal explain tabular.onnx rows.csv -m integrated_gradients
       onnxsal explain tokens.onnx ids.npy --wrt auto -m input_x_gradient
+      onnxsal explain model.onnx data/ --format parquet --engine ray --actors 8
     """
     started = time.perf_counter()
     if layer is not None and not layer.strip():
@@ -159,6 +201,7 @@ def explain(
     if unit is not None and layer is None:
         raise click.BadParameter("--unit is a unit of --layer; give --layer too.")
     folder = Path(out)
+    _refuse_ray_options_without_ray(engine, address, actors, cpus_per_actor, gpus_per_actor)
     pre = preprocess_values(flags)
     feeds = common.feeds(feed)
     sources, missing = find_inputs(list(inputs), skip=folder)
@@ -188,6 +231,24 @@ def explain(
     protected = {s.path.resolve() for s in sources} | _summaries(folder)
     if Path(model).is_file():
         protected.add(Path(model).resolve())
+    on = run_here
+    if engine == "ray":
+        from onnxsal.cli.ray_engine import OnRay
+        from onnxsal.explainer import load
+
+        on = OnRay(
+            model=load(model).SerializeToString(),
+            explainer_options={
+                "providers": providers.split(",") if providers else None,
+                "input": ex.input_name,
+                "output": ex.output_name,
+                "keep_softmax": keep_softmax,
+            },
+            address=address,
+            actors=actors,
+            cpus_per_actor=cpus_per_actor,
+            gpus_per_actor=gpus_per_actor,
+        )
     with exclusive(folder) as lock:
         journal = Journal(folder, check=lock.check)
         journal.adopt_summary()
@@ -204,13 +265,13 @@ def explain(
             protected=frozenset(protected),
         )
         todo = run.plan(sources, missing, resume)
-        _run(run, todo, quiet)
+        _run(run, todo, on, quiet)
     if not quiet:
         earlier = f", {run.skipped} done before" if run.skipped else ""
         common.echo(
             f"{run.succeeded} explained, {run.failed} failed{earlier}, in "
             f"{time.perf_counter() - started:.1f} s; outputs in {folder}/ "
-            "(summary.json, summary.csv)"
+            "(summary.json, summary.csv, table/)"
         )
     if run.failed:
         sys.exit(1)
@@ -256,22 +317,40 @@ def _unit_of_layer(goal, unit: int | None) -> tuple:
     return None, goal.index
 
 
-def _run(run: Run, todo, quiet: bool) -> None:
-    """Run the tasks; the summaries are written at the end whatever happens (an
-    interrupt, a full disk), with Ctrl-C and SIGTERM held until they are whole."""
+def _refuse_ray_options_without_ray(engine, address, actors, cpus, gpus) -> None:
+    given = [
+        name
+        for name, value, default in (
+            ("--address", address, None),
+            ("--actors", actors, 2),
+            ("--cpus-per-actor", cpus, 1.0),
+            ("--gpus-per-actor", gpus, 0.0),
+        )
+        if value != default
+    ]
+    if given and engine != "ray":
+        raise click.BadParameter(
+            f"{', '.join(given)} set{'s' if len(given) == 1 else ''} up Ray actors; add "
+            "--engine ray.",
+            param_hint="--engine",
+        )
+
+
+def _run(run: Run, todo, engine, quiet: bool) -> None:
+    """Run the tasks; the table and the summaries are made whole at the end whatever
+    happens (an interrupt, a full disk), with Ctrl-C and SIGTERM held until they are."""
     show = not quiet and sys.stderr.isatty()
     bar = click.progressbar(length=len(todo), label="explaining", file=sys.stderr) if show else None
     failed = True
     try:
-        for finished in run.run(todo):
-            if bar:
-                bar.update(finished)
+        run.run(todo, engine, progress=bar.update if bar else lambda _: None)
         failed = False
     finally:
         if bar:
             bar.render_finish()
         with signals_held():
             try:
+                table.prune(run.folder, run.journal.rows())
                 run.journal.write_summaries()
             except Exception:
                 if not failed:

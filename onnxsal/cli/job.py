@@ -19,84 +19,25 @@ reported and skipped; the others go on.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
+import json
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from onnxsal import __version__
-from onnxsal.cli.files import DiskFullError, FolderGoneError
 from onnxsal.cli.inputs import Source, claim, file_stamp, name_key
-from onnxsal.cli.journal import RETIRED, Index, Journal, settings_id
-from onnxsal.cli.render import Drawing, Item
-from onnxsal.errors import (
-    InputError,
-    NormalizationError,
-    OnnxsalError,
-    OptionError,
-    TargetError,
-    UnsupportedModelError,
-)
-from onnxsal.images import DEFAULT_MAX_PIXELS, prepare
-from onnxsal.methods import get_method
-from onnxsal.samples import Samples, count_samples, read_samples
-from onnxsal.targets.activation import probabilities
+from onnxsal.cli.journal import RETIRED, Index, Journal, settings_id, strict
+from onnxsal.cli.render import Drawing
+from onnxsal.cli.worker import JobRequest, Task, Work, Worker
+from onnxsal.errors import InputError, OnnxsalError, OptionError
+from onnxsal.images import DEFAULT_MAX_PIXELS
+from onnxsal.samples import count_samples
 
-# errors that stop the whole run: the model cannot be read as it should, an option is
-# wrong (no input would do), the disk is full or the folder gone (no later input could be
-# written)
-RUN_ERRORS = (NormalizationError, OptionError, DiskFullError, FolderGoneError)
-
-
-@dataclass(slots=True)
-class Task:
-    """One input of a run: a file, or one sample of a file of several."""
-
-    source: Source
-    sample: int | None  # which sample of an array file (None: the file is one input)
-    key: str  # the input as the journal knows it (Source.key)
-    name: Path  # the output name, relative to the folder
-    settings_id: str
-    stamp: list[int] | None = None  # the file's size and mtime when it was read
-
-    @property
-    def shown(self) -> str:
-        """The input as the user named it, for messages."""
-        return str(self.source.path) + ("" if self.sample is None else f"#{self.sample}")
-
-
-@dataclass(kw_only=True)
-class JobRequest:
-    """What to explain about every input (the explain command's arguments)."""
-
-    method: str
-    target: Any = None
-    target_text: str | None = None  # -t as given, recorded in the settings
-    layer: str | None = None
-    unit: int | None = None
-    wrt: str | None = None
-    grad_modifier: str | None = None
-    options: dict = field(default_factory=dict)
-    feeds: dict[str, np.ndarray] = field(default_factory=dict)  # the model's other inputs
-    batch_size: int = 16
-
-    def settings(self) -> dict:
-        return {
-            "method": self.method,
-            "target": self.target_text,
-            "layer": self.layer,
-            "unit": self.unit,
-            "wrt": self.wrt,
-            "grad_modifier": self.grad_modifier,
-            "options": {k: list(v) if isinstance(v, tuple) else v for k, v in self.options.items()},
-            "feeds": {k: _digest(v) for k, v in self.feeds.items()},
-        }
+# an engine explains a run's tasks in batches (see worker), handing each batch's rows to
+# the callback as they are done: run_here below, or ray_engine.OnRay
+Engine = Callable[["Run", list[Task], Callable[[list[dict]], None]], None]
 
 
 @dataclass
@@ -119,8 +60,6 @@ class Run:
     _settings: dict[bool, dict] = field(default_factory=dict)
     _recipe: Any = None  # the pictures' preprocessing, once made
     _picture_error: OnnxsalError | None = None  # why pictures cannot be read (samples can)
-    _file: tuple[Path, Samples] | None = None  # the samples file read last
-    _rows: dict[str, dict] = field(default_factory=dict)  # the batch in flight's rows
 
     # -- settings --------------------------------------------------------------------------
     def settings(self, picture: bool) -> dict:
@@ -220,218 +159,66 @@ class Run:
             return [None]
         return list(range(count))
 
-    def files(self, task: Task) -> dict[str, Path]:
-        stem = self.folder / task.name
-        stem = stem.with_name(f"{stem.name}.{self.request.method}.{task.settings_id}")
-        return self.drawing.files(stem, task.source.is_picture)
+    def work(self) -> Work:
+        """What a worker needs to explain this run's tasks, anywhere."""
+        return Work(
+            request=self.request,
+            drawing=self.drawing,
+            folder=self.folder,
+            model_name=self.model_name,
+            settings={
+                settings_id(found): json.dumps(strict(found), sort_keys=True)
+                for found in self._settings.values()
+            },
+            recipe=self._recipe,
+            picture_error=self._picture_error,
+            max_pixels=self.max_pixels,
+            protected=self.protected,
+        )
 
     def _finished(self, task: Task, index: Index) -> bool:
         found = index.done.get((task.key, task.settings_id))
-        if found is None or found[0] != "ok":
+        if found is None or found.status != "ok":
             return False
-        _, stamp, outputs = found
-        if stamp != file_stamp(task.source.path):
+        if found.stamp != file_stamp(task.source.path):
             return False
-        files = self.files(task)
+        if found.part is None or not (self.folder / found.part).is_file():
+            return False  # its row is not in the table
+        files = self.work().files(task)
         listed = {str(p.relative_to(self.folder)) for p in files.values()}
-        return listed == set(outputs) and all(p.is_file() for p in files.values())
+        return listed == set(found.outputs) and all(p.is_file() for p in files.values())
 
     # -- running ---------------------------------------------------------------------------
-    def run(self, todo: list[Task]) -> Iterator[int]:
-        """Explain the tasks batch by batch, recording each batch in the journal; yields
-        how many inputs each batch finished.
+    def run(self, todo: list[Task], engine: Engine, progress: Callable[[int], None]) -> None:
+        """Explain the tasks on `engine`, recording each batch's rows in the journal as the
+        engine hands them over, and telling `progress` how many inputs each finished."""
 
-        With other inputs fed (--feed), samples run one at a time: the fed values are
-        passed as given, whatever batch layout they have."""
-        size = 1 if self.request.feeds else self.request.batch_size
-        for start in range(0, len(todo), size):
-            chunk = todo[start : start + size]
-            self._rows = {}
-            try:
-                ready = [(t, item) for t in chunk if (item := self._prepare(t)) is not None]
-                shapes: dict[tuple, list[tuple[Task, Item]]] = {}
-                for task, item in ready:  # clips, lines and token rows come in several lengths
-                    shapes.setdefault(item.tensor.shape, []).append((task, item))
-                for group in shapes.values():
-                    self._explain_group(group)
-            finally:  # even when interrupted: what the batch finished is recorded
-                self.journal.append(self._rows.values())
-            yield len(chunk)
+        def record(rows: Iterable[dict]) -> None:
+            rows = list(rows)
+            self.journal.append(rows)
+            for row in rows:
+                if row["status"] == "ok":
+                    self.succeeded += 1
+                else:
+                    self._report(row["message"])
+            progress(len(rows))
 
-    def _explain_group(self, group: list[tuple[Task, Item]]) -> None:
-        try:
-            self._explain(group)
-        except RUN_ERRORS:
-            raise
-        except (TargetError, UnsupportedModelError) as exc:
-            if not self.succeeded:
-                raise  # the first inputs refused: the setup, not these inputs
-            for task, _ in group:  # e.g. a time step past a shorter line's end
-                self._fail(task, str(exc))
-        except OnnxsalError as exc:
-            for task, _ in group:
-                self._fail(task, str(exc))
+        engine(self, todo, record)
 
     def _report(self, message: str) -> None:
         self.failed += 1
         self.report(message)
 
-    def _fail(self, task: Task, message: str) -> None:
-        message = " ".join(message.split())
-        if not message.startswith(str(task.source.path)):
-            message = f"{task.shown}: {message}"
-        self._report(message)
-        for path in self.files(task).values():  # no earlier map stands for this failure
-            if path.resolve() not in self.protected:  # an input named like an output stays
-                with contextlib.suppress(OSError):
-                    path.unlink()
-        self._rows[task.key] = self._row(task, status="failed", message=message)
 
-    def _prepare(self, task: Task) -> Item | None:
+def run_here(run: Run, todo: list[Task], record: Callable[[list[dict]], None]) -> None:
+    """The local engine: this process, one batch after the other, with the folder's lock
+    checked before every write."""
+    work = run.work()
+    worker = Worker(work, run.explainer, check=run.journal.check)
+    size = 1 if work.request.feeds else work.request.batch_size  # fed values: as given
+    for start in range(0, len(todo), size):
+        rows: list[dict] = []
         try:
-            for path in self.files(task).values():
-                if path.resolve() in self.protected:
-                    raise InputError(
-                        f"its output '{path}' would replace an input or the model; choose "
-                        "another -o."
-                    )
-            task.stamp = file_stamp(task.source.path)  # before reading: a later change is seen
-            item = self._read(task)
-            item.tensor = self.explainer.check_input(item.tensor)  # shape, dtype, NaN
-            return item
-        except RUN_ERRORS:
-            raise
-        except OnnxsalError as exc:
-            self._fail(task, str(exc))
-            return None
-
-    def _read(self, task: Task) -> Item:
-        path = task.source.path
-        if task.source.is_picture:
-            if self._picture_error is not None:
-                raise self._picture_error
-            prepared = prepare(
-                path,
-                self.picture_preprocess(),
-                keep_original=self.drawing.original_size,
-                max_pixels=self.max_pixels,
-            )
-            return Item(prepared.tensor, prepared.picture, prepared.original)
-        if self._file is None or self._file[0] != path:  # a file's samples come in a row
-            samples = read_samples(path, self.explainer.sample_rank, self.explainer.input_name)
-            self._file = (path, samples)
-        samples = self._file[1]
-        return Item(
-            np.array(samples.values[task.sample or 0][None]),
-            names=samples.names,
-            tabular=path.suffix.lower() == ".csv",
-            tokens=self.explainer.integer_input,
-        )
-
-    def _explain(self, ready: list[tuple[Task, Item]]) -> None:
-        ex, req = self.explainer, self.request
-        batch = np.concatenate([item.tensor for _, item in ready])
-        started = time.perf_counter()
-        result = ex.run(
-            batch,
-            req.method,
-            req.target,
-            layer=req.layer,
-            unit=req.unit,
-            wrt=req.wrt,
-            inputs=req.feeds or None,
-            grad_modifier=req.grad_modifier,
-            batch_size=req.batch_size,
-            **req.options,
-        )
-        seconds = (time.perf_counter() - started) / len(ready)
-        scores = result.unit_scores
-        own_layer = get_method(req.method).layer_is_own
-        explains_classes = result.kind == "class" and (req.layer is None or own_layer)
-        if scores is None and explains_classes:
-            scores = ex.predict(batch, req.target, batch_size=req.batch_size, inputs=req.feeds)
-        for i, (task, item) in enumerate(ready):
-            attribution = result.attribution[i]
-            own = scores[i] if scores is not None else np.zeros(0)
-            score = float(result.score[i])
-            finite = np.isfinite(own).all() and np.isfinite(attribution).all()
-            if not (finite and np.isfinite(score)):
-                self._fail(
-                    task,
-                    "the model's output (or its gradient) is NaN/Inf for this input; no map "
-                    "written. Check the input's preprocessing.",
-                )
-                continue
-            target = np.asarray(result.target[i])
-            one_class = result.kind == "class" and target.ndim == 0
-            title = f"{req.method}, {result.kind} {self._describe(target, result.kind)}: "
-            title += f"score {score:.3g}"
-            extras = {"score": np.float64(score), "target": target}
-            self.journal.check()  # writing would make a removed folder anew
-            try:
-                files, signed = self.files(task), get_method(req.method).signed
-                self.drawing.draw(files, item, attribution, ex.layout, title, extras, signed)
-            except (DiskFullError, FolderGoneError):
-                raise
-            except OnnxsalError as exc:  # this input's files only (a name in the way)
-                self._fail(task, str(exc))
-                continue
-            facts = {
-                "kind": result.kind,
-                "target": _target_value(target),
-                "label": self._label(int(target)) if one_class else None,
-                "score": score,
-                "seconds": round(seconds, 4),
-            }
-            if explains_classes and own.size:
-                facts["top5"] = self._top5(own, result.activation)
-            self.succeeded += 1
-            self._rows[task.key] = self._row(task, status="ok", **facts)
-
-    def _row(self, task: Task, **facts: Any) -> dict:
-        row = {
-            "input": task.key,
-            "name": str(task.name),
-            "settings_id": task.settings_id,
-            "stamp": task.stamp,
-            "model": self.model_name,
-            "method": self.request.method,
-            **facts,
-        }
-        if facts.get("status") == "ok":
-            files = self.files(task)
-            row["outputs"] = {k: str(v.relative_to(self.folder)) for k, v in files.items()}
-        return row
-
-    def _top5(self, scores: np.ndarray, activation: str | None) -> list[dict]:
-        probs = probabilities(scores, activation)
-        ranked = probs if probs is not None else scores
-        top = np.argsort(-ranked, kind="stable")[:5]
-        return [
-            {"index": int(k), "label": self._label(int(k)), "score": float(scores[k])}
-            | ({"probability": float(probs[k])} if probs is not None else {})
-            for k in top
-        ]
-
-    def _label(self, k: int) -> str:
-        labels = self.explainer.labels
-        return labels[k] if labels and 0 <= k < len(labels) else str(k)
-
-    def _describe(self, target: np.ndarray, kind: str) -> str:
-        if target.ndim == 0 and int(target) >= 0:
-            return self._label(int(target)) if kind == "class" else str(int(target))
-        return ""
-
-
-def _digest(values: np.ndarray) -> str:
-    """What an array holds, shape and type included."""
-    h = hashlib.sha256(f"{values.dtype.str}{values.shape}".encode())
-    h.update(np.ascontiguousarray(values).tobytes())
-    return h.hexdigest()
-
-
-def _target_value(target: np.ndarray) -> Any:
-    """A target as JSON: a list, an index, or None for none (-1)."""
-    if target.ndim:
-        return target.tolist()
-    return int(target) if target >= 0 else None
+            worker.explain(todo[start : start + size], rows)
+        finally:  # even when interrupted: what the batch finished is recorded
+            record(rows)

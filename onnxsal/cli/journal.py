@@ -72,12 +72,22 @@ def line(record: dict) -> str:
     return json.dumps(strict(record), allow_nan=False) + "\n"
 
 
+@dataclass(frozen=True)
+class Done:
+    """The latest row of an (input, settings) pair, as far as a rerun needs to know it."""
+
+    status: str | None
+    stamp: Any
+    outputs: tuple[str, ...]
+    part: str | None  # the results table's part holding the row
+
+
 @dataclass
 class Index:
     """What a run needs to know of a folder's past: per (input, settings) the latest
-    row's status, stamp and outputs; per input its name; per name its input."""
+    row's facts; per input its name; per name its input."""
 
-    done: dict[tuple[str, str], tuple[str, Any, tuple[str, ...]]] = field(default_factory=dict)
+    done: dict[tuple[str, str], Done] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)  # input -> name
     settings: set[str] = field(default_factory=set)  # settings ids already recorded
 
@@ -129,7 +139,9 @@ class Journal:
                 found.names.pop(record["input"], None)
                 continue
             outputs = tuple((record.get("outputs") or {}).values())
-            found.done[key] = (record.get("status"), record.get("stamp"), outputs)
+            found.done[key] = Done(
+                record.get("status"), record.get("stamp"), outputs, record.get("part")
+            )
             found.names[record["input"]] = record.get("name", "")
         return found
 
@@ -207,7 +219,9 @@ class Journal:
                     out.write("[")
                     for k, key in enumerate(order):
                         out.write(",\n  " if k else "\n  ")
-                        out.write(json.dumps(strict(self._read_at(src, rows[key]))))
+                        row = self._read_at(src, rows[key])
+                        row.pop("part", None)  # bookkeeping: which table part holds it
+                        out.write(json.dumps(strict(row)))
                     out.write("\n]\n")
 
             def write_csv(tmp: str) -> None:
@@ -234,6 +248,8 @@ class Journal:
     def rows(self, settings: str | None = None) -> Iterator[dict]:
         """The latest row of each input (of one settings id), one at a time."""
         latest, _, _ = self._latest()
+        if not latest:
+            return
         with open(self.path, "rb") as src:
             for key in sorted(latest):
                 if settings is None or key[1] == settings:

@@ -33,7 +33,9 @@ from onnxsal.pictures import (
 # 1-D attributions up to this length are drawn as bars (features), longer ones as a signal
 MAX_BARS = 64
 RAW_FORMATS = ("npy", "npz")  # formats that keep the raw attribution beside the pictures
-FORMATS = ("png", *RAW_FORMATS)
+TABLE_FORMAT = "parquet"  # the attribution in the results table, no pictures
+FORMATS = ("png", *RAW_FORMATS, TABLE_FORMAT)
+OUTPUT_KINDS = ("saliency", "overlay", "panel", "raw")  # the files an input may have
 
 
 @dataclass
@@ -65,8 +67,15 @@ class Drawing:
     def settings(self) -> dict:
         return asdict(self)
 
+    @property
+    def keeps_table_maps(self) -> bool:
+        """The attributions go into the results table (and no files are drawn)."""
+        return self.fmt == TABLE_FORMAT
+
     def files(self, stem: Path, picture: bool) -> dict[str, Path]:
-        """The output files of one input, named `stem.KIND.EXT`."""
+        """The output files of one input, named `stem.KIND.EXT` (OUTPUT_KINDS)."""
+        if self.keeps_table_maps:
+            return {}
         out = {"saliency": stem.with_name(f"{stem.name}.saliency.png")}
         if picture:
             out["overlay"] = stem.with_name(f"{stem.name}.overlay.png")
@@ -89,6 +98,8 @@ class Drawing:
     ) -> None:
         """Write every file of `files` for one input (raw maps keep `extras` beside them);
         `signed`: the method's maps are signed (its `signed`), drawn diverging."""
+        if not files:
+            return
         if "overlay" in files:
             m = to_map(attribution, layout, self.reduce)
             saliency = display_map(attribution, layout, signed)

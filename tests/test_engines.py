@@ -1,0 +1,138 @@
+"""One job, two engines: `onnxsal explain` in this process and on a pool of Ray actors.
+
+The same folder of digits (and one broken picture) explained on each engine
+gives the same summary, the same maps and the same results table; a Ray actor
+that dies mid-batch costs its batch only; resume works across engines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from onnxsal.cli import main as cli
+from tests.test_hostile import audit, invoke, journal_keys, save_digits, table_rows
+
+ray = pytest.importorskip("ray", reason="the Ray engine's tests need ray[data] (the test extra)")
+
+RAY = ("--engine", "ray", "--actors", "2", "--cpus-per-actor", "0.5")  # 2 CPUs: see README
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("digits")
+    save_digits(folder, range(24))
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not a picture")
+    return folder
+
+
+def without_timing(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+def summary(folder: Path) -> list[dict]:
+    return json.loads((folder / "summary.json").read_text())
+
+
+def maps(folder: Path) -> dict[str, np.ndarray]:
+    return {p.name: np.load(p) for p in sorted(folder.glob("*.attribution.npy"))}
+
+
+def test_both_engines_give_one_summary_one_set_of_maps_and_one_table(digits, tmp_path):
+    here, there = tmp_path / "here", tmp_path / "there"
+    args = ("explain", "digits-cnn", digits, "--batch-size", "5", "--format", "npy")
+    local = invoke(*args, "-o", here, code=1).output
+    remote = invoke(*args, "-o", there, *RAY, code=1).output
+    for out in (local, remote):
+        assert "24 explained, 1 failed" in out and "broken.png" in out
+    assert without_timing(summary(here)) == without_timing(summary(there))
+    assert len(audit(there)) == 25  # the table is the summary, each input once
+    ours, theirs = maps(here), maps(there)
+    assert len(ours) == 24 and ours.keys() == theirs.keys()
+    for name in ours:
+        np.testing.assert_array_equal(ours[name], theirs[name])
+    again = invoke(
+        *args, "-o", here, *RAY, "--resume", code=1
+    ).output  # the local run's work stands
+    assert "0 explained, 1 failed, 24 done before" in again
+
+
+def test_a_parquet_table_as_the_primary_output(digits, tmp_path):
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "o"
+    invoke("explain", "digits-cnn", digits, "-o", out, "--format", "parquet", code=1)
+    assert not list(out.glob("*.png")), "--format parquet draws no pictures"
+    table = pd.read_parquet(out / "table")
+    assert len(table) == 25 and set(table.status) == {"ok", "failed"}
+    broken = table[table.status == "failed"].iloc[0]
+    assert "broken.png" in broken.message and broken.attribution is None
+    import onnxsal
+    from onnxsal.images import prepare
+
+    ex = onnxsal.Explainer("digits-cnn")
+    kind = pq.read_schema(next((out / "table").glob("*.parquet"))).field("attribution").type
+    assert kind.extension_name == "arrow.fixed_shape_tensor"
+    assert tuple(kind.shape) == tuple(ex.input_shape[1:])
+    row = table[table.name == "d03.png"].iloc[0]
+    x = prepare(digits / "d03.png", ex.preprocess).tensor
+    expected = ex.explain(x)[0]
+    np.testing.assert_allclose(
+        np.asarray(row.attribution).reshape(expected.shape), expected, rtol=1e-6
+    )
+    settings = json.loads(row.settings)
+    assert settings["method"] == "vanilla" and row.top5[0]["label"] == row.label
+
+
+class DyingActor:
+    """An ExplainActor whose process exits on its second batch, once in the whole job."""
+
+    marker: Path
+
+    def __init__(self, *args, **kwargs):
+        from onnxsal.cli.ray_engine import ExplainActor
+
+        self.real = ExplainActor(*args, **kwargs)
+        self.calls = 0
+
+    def __call__(self, batch):
+        self.calls += 1
+        if self.calls == 2 and not self.marker.exists():
+            self.marker.write_text(str(os.getpid()))
+            os._exit(1)
+        return self.real(batch)
+
+
+def test_a_lost_ray_actor_costs_its_batch_only(digits, tmp_path, monkeypatch):
+    import onnxsal.cli.ray_engine as engine
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    monkeypatch.setattr(DyingActor, "marker", tmp_path / "died", raising=False)
+    monkeypatch.setattr(engine, "ExplainActor", DyingActor)
+    out = tmp_path / "o"
+    args = ["explain", "digits-cnn", str(digits), "-o", str(out), "--batch-size", "4", *RAY]
+    result = CliRunner().invoke(cli, args)  # Ray tells of the lost worker: not invoke's clean
+    done = result.output
+    assert result.exit_code == 1 and "Traceback" not in done, done
+    assert (tmp_path / "died").exists(), "no actor died: the test tested nothing"
+    assert "24 explained, 1 failed" in done
+    keys = journal_keys(out)
+    assert len(keys) == 25 == len(set(keys)), "an input recorded twice, or lost"
+    rows = audit(out)  # the died batch's part, if written, is not in the table
+    assert len(rows) == len(table_rows(out)) == 25
+
+
+def test_ray_options_need_the_ray_engine_and_ray(digits, tmp_path, monkeypatch):
+    args = ("explain", "digits-cnn", digits, "-o", tmp_path / "o")
+    out = invoke(*args, "--actors", "4", code=2).output
+    assert "--actors" in out and "--engine ray" in out
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    out = invoke(*args, "--engine", "ray", code=2).output
+    assert "pip install 'onnxsal[ray]'" in out
