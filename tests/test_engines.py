@@ -21,7 +21,7 @@ from tests.test_hostile import audit, invoke, journal_keys, save_digits, table_r
 
 ray = pytest.importorskip("ray", reason="the Ray engine's tests need ray[data] (the test extra)")
 
-RAY = ("--engine", "ray", "--actors", "2", "--cpus-per-actor", "0.5")  # 2 CPUs: see README
+RAY = ("--engine", "ray")  # its defaults: 2 actors of 1 CPU
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +91,57 @@ def test_a_parquet_table_as_the_primary_output(digits, tmp_path):
     assert settings["method"] == "vanilla" and row.top5[0]["label"] == row.label
 
 
+def write_manifest(path: Path, rows: list[tuple[str, str]]) -> Path:
+    path.write_text("path,target\n" + "".join(f"{p},{t}\n" for p, t in rows))
+    return path
+
+
+def test_a_manifest_gives_each_input_its_class_and_resume_follows_it(digits, tmp_path):
+    import onnxsal
+    from onnxsal.images import prepare
+
+    rows = [(f"{digits}/d{i:02d}.png", str((i * 3) % 10)) for i in range(6)]
+    manifest = write_manifest(tmp_path / "m.csv", [*rows, ("gone.png", "1")])
+    out = tmp_path / "o"
+    args = ("explain", "digits-cnn", "--manifest", manifest, "-o", out, "--format", "npy")
+    first = invoke(*args, code=1).output
+    assert "6 explained, 1 failed" in first and "gone.png: no such file" in first
+    found = {Path(r["input"]).name: r["target"] for r in summary(out)}
+    assert found == {Path(p).name: int(t) for p, t in rows}
+    ex = onnxsal.Explainer("digits-cnn")
+    x = prepare(digits / "d01.png", ex.preprocess).tensor
+    np.testing.assert_allclose(
+        np.load(next(out.glob("d01.png.*.attribution.npy"))), ex.explain(x, target=3)[0]
+    )
+    again = invoke(*args, "--resume", code=1).output
+    assert "0 explained, 1 failed, 6 done before" in again
+    rows[2] = (rows[2][0], "9")  # a changed target: that input is explained anew
+    write_manifest(manifest, rows)
+    changed = invoke(*args, "--resume").output
+    assert "1 explained, 0 failed, 5 done before" in changed
+    assert {Path(r["input"]).name: r["target"] for r in summary(out)}["d02.png"] == 9
+    audit(out)
+
+
+@pytest.mark.parametrize(
+    "content, flags, says",
+    [
+        ("file,class\n{d}/d00.png,1\n", [], "no 'path' column"),
+        ("path,target\n{d}/d00.png,1\n", ["-t", "2"], "drop -t"),
+        ("path,target\n{d}/d00.png,box=1;2;3;4\n", [], "not a class index or label"),
+        ("path,target\n{d}/d00.png,1\n{d}/d00.png,2\n", [], "twice with different targets"),
+    ],
+)
+def test_a_bad_manifest_is_one_line(digits, tmp_path, content, flags, says):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(content.format(d=digits))
+    out = invoke(
+        "explain", "digits-cnn", "--manifest", manifest, "-o", tmp_path / "o", *flags, code=None
+    )
+    assert out.exit_code in (1, 2) and says in out.output, out.output
+    assert len(out.output.strip().splitlines()) == 1
+
+
 class DyingActor:
     """An ExplainActor whose process exits on its second batch, once in the whole job."""
 
@@ -117,7 +168,10 @@ def test_a_lost_ray_actor_costs_its_batch_only(digits, tmp_path, monkeypatch):
     monkeypatch.setattr(DyingActor, "marker", tmp_path / "died", raising=False)
     monkeypatch.setattr(engine, "ExplainActor", DyingActor)
     out = tmp_path / "o"
-    args = ["explain", "digits-cnn", str(digits), "-o", str(out), "--batch-size", "4", *RAY]
+    rows = [(f"{digits}/d{i:02d}.png", str(i % 3)) for i in range(24)]
+    manifest = write_manifest(tmp_path / "m.csv", [*rows, (digits / "broken.png", "0")])
+    args = ["explain", "digits-cnn", "--manifest", str(manifest), "-o", str(out), *RAY]
+    args += ["--batch-size", "4"]
     result = CliRunner().invoke(cli, args)  # Ray tells of the lost worker: not invoke's clean
     done = result.output
     assert result.exit_code == 1 and "Traceback" not in done, done
@@ -125,8 +179,10 @@ def test_a_lost_ray_actor_costs_its_batch_only(digits, tmp_path, monkeypatch):
     assert "24 explained, 1 failed" in done
     keys = journal_keys(out)
     assert len(keys) == 25 == len(set(keys)), "an input recorded twice, or lost"
-    rows = audit(out)  # the died batch's part, if written, is not in the table
-    assert len(rows) == len(table_rows(out)) == 25
+    found = audit(out)  # the died batch's part, if written, is not in the table
+    assert len(found) == len(table_rows(out)) == 25
+    targets = {r["input"]: r.get("target") for r in found if r["status"] == "ok"}
+    assert targets == {str(Path(p).resolve()): int(t) for p, t in rows}  # through Ray
 
 
 def test_ray_options_need_the_ray_engine_and_ray(digits, tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ import click
 
 from onnxsal.cli import common, table
 from onnxsal.cli.files import STATE, exclusive, signals_held
-from onnxsal.cli.inputs import Source, find_inputs, require_inputs
+from onnxsal.cli.inputs import Source, find_inputs, read_manifest, require_inputs
 from onnxsal.cli.job import Run, run_here
 from onnxsal.cli.journal import SUMMARIES, Journal
 from onnxsal.cli.options import (
@@ -27,6 +27,7 @@ from onnxsal.cli.options import (
 )
 from onnxsal.cli.render import FORMATS, Drawing
 from onnxsal.cli.worker import JobRequest
+from onnxsal.errors import OnnxsalError
 from onnxsal.methods import METHODS
 from onnxsal.postprocess import GRAD_MODIFIERS, REDUCTIONS
 
@@ -39,7 +40,13 @@ TARGET_HELP = (
 
 @click.command()
 @click.argument("model")
-@click.argument("inputs", nargs=-1, required=True)
+@click.argument("inputs", nargs=-1)
+@click.option(
+    "--manifest",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A table of inputs (.csv or .parquet): a 'path' column (relative to the "
+    "manifest's folder), and a 'target' column (class index or label per input) if wanted.",
+)
 @click.option(
     "-m",
     "--method",
@@ -139,6 +146,7 @@ TARGET_HELP = (
 def explain(
     model,
     inputs,
+    manifest,
     method,
     target,
     layer,
@@ -205,18 +213,32 @@ def explain(
     pre = preprocess_values(flags)
     feeds = common.feeds(feed)
     sources, missing = find_inputs(list(inputs), skip=folder)
+    wanted: dict[str, str] = {}
+    if manifest is not None:
+        listed, wanted, absent = read_manifest(Path(manifest))
+        known = {s.key() for s in sources}
+        sources += [s for s in listed if s.key() not in known]
+        missing += absent
+    elif not inputs:
+        raise click.BadParameter("name the inputs, or give --manifest.", param_hint="INPUTS")
+    if wanted and target is not None:
+        raise click.BadParameter(
+            "the manifest gives each input its target; drop -t (or the 'target' column).",
+            param_hint="-t",
+        )
     require_inputs(sources, missing)
     _refuse_foreign_summaries(folder, sources)
     ex = common.explainer(
         model, providers, input=input_name, output=output_name, keep_softmax=keep_softmax
     )
     goal = common.target(target, ex.labels)
+    targets = {key: _class_index(text, ex.labels) for key, text in wanted.items()}
     if layer is not None and not METHODS[method].layer_is_own:
         goal, unit = _unit_of_layer(goal, unit)
     request = JobRequest(
         method=method,
         target=goal,
-        target_text=target,
+        target_text="per input (manifest)" if targets else target,
         layer=layer,
         unit=unit,
         wrt=wrt,
@@ -229,8 +251,9 @@ def explain(
         fmt, overlay, panel, original_size, colormap, alpha, reduce, show, saliency_colormap
     )
     protected = {s.path.resolve() for s in sources} | _summaries(folder)
-    if Path(model).is_file():
-        protected.add(Path(model).resolve())
+    for given in (model, manifest):
+        if given is not None and Path(given).is_file():
+            protected.add(Path(given).resolve())
     on = run_here
     if engine == "ray":
         from onnxsal.cli.ray_engine import OnRay
@@ -263,6 +286,7 @@ def explain(
             report=lambda message: common.echo(f"error: {message}", err=True),
             max_pixels=max_pixels,
             protected=frozenset(protected),
+            targets=targets,
         )
         todo = run.plan(sources, missing, resume)
         _run(run, todo, on, quiet)
@@ -297,6 +321,23 @@ def _refuse_foreign_summaries(folder: Path, sources: list[Source]) -> None:
                     f"'{folder / name}' exists and no onnxsal run wrote it; choose another -o.",
                     param_hint="-o",
                 )
+
+
+def _class_index(text: str, labels: list[str] | None) -> int:
+    """A manifest's target: a class, by index or label."""
+    from onnxsal.targets import Class
+
+    try:
+        found = common.target(text, labels)
+    except OnnxsalError:
+        found = None
+    if not (isinstance(found, Class) and found.output is None and found.axis is None):
+        raise click.BadParameter(
+            f"the manifest's target '{text}' is not a class index or label; the 'target' "
+            "column holds classes (other targets: -t for the whole run).",
+            param_hint="--manifest",
+        )
+    return int(found.index)
 
 
 def _unit_of_layer(goal, unit: int | None) -> tuple:

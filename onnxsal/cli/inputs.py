@@ -1,9 +1,10 @@
-"""Finding the inputs a command names: files, folders and glob patterns.
+"""Finding the inputs a command names: files, folders, glob patterns and manifests.
 
 A folder is walked for pictures and sample files, skipping hidden entries,
 onnxsal's temporary files and every folder that holds onnxsal results (a run
 never explains the outputs of an earlier one), and skipping the folder a run
-writes to.
+writes to. A manifest is a table (CSV or Parquet) of paths, with a target per
+path if it has a `target` column.
 """
 
 from __future__ import annotations
@@ -150,6 +151,68 @@ def _walked_results(path: Path, base: Path, skipped: Path | None) -> bool:
         if holds_results(parent):
             return True
     return False
+
+
+MANIFEST_PATH, MANIFEST_TARGET = "path", "target"  # a manifest's columns
+
+
+def read_manifest(manifest: Path) -> tuple[list[Source], dict[str, str], list[str]]:
+    """The inputs a manifest lists (paths relative to the manifest's folder), the target
+    text of each that has one (by Source.key), and the paths that name no file."""
+    table = _manifest_table(manifest)
+    if MANIFEST_PATH not in table.column_names:
+        raise InputError(
+            f"the manifest '{manifest}' has no '{MANIFEST_PATH}' column (it has: "
+            f"{', '.join(table.column_names) or 'none'}); "
+            f"name the inputs' column '{MANIFEST_PATH}'."
+        )
+    paths = table.column(MANIFEST_PATH).to_pylist()
+    targets = (
+        table.column(MANIFEST_TARGET).to_pylist()
+        if MANIFEST_TARGET in table.column_names
+        else [None] * len(paths)
+    )
+    found, wanted, missing = [], {}, []
+    for line, (written, target) in enumerate(zip(paths, targets, strict=True), start=2):
+        if written is None or not str(written).strip():
+            missing.append(f"{manifest}, row {line}: an empty path")
+            continue
+        path = Path(str(written))
+        if not path.is_absolute():
+            path = manifest.parent / path
+        if not path.is_file():
+            missing.append(str(written))
+            continue
+        source = Source(path, Path(path.name))
+        text = None if target is None or str(target).strip() == "" else str(target).strip()
+        key = source.key()
+        if key in wanted and wanted[key] != text:
+            raise InputError(
+                f"the manifest '{manifest}' lists '{written}' twice with different targets "
+                f"('{wanted[key]}', '{text}'); keep one row."
+            )
+        if key not in wanted:
+            found.append(source)
+        wanted[key] = text
+    return found, {k: v for k, v in wanted.items() if v is not None}, missing
+
+
+def _manifest_table(manifest: Path):
+    """The manifest as an Arrow table (a CSV's paths and targets read as text)."""
+    import pyarrow as pa
+    import pyarrow.csv
+    import pyarrow.parquet
+
+    try:
+        if manifest.suffix.lower() == ".parquet":
+            return pyarrow.parquet.read_table(manifest)
+        if manifest.suffix.lower() == ".csv":
+            columns = (MANIFEST_PATH, MANIFEST_TARGET)
+            as_text = pyarrow.csv.ConvertOptions(column_types={c: pa.string() for c in columns})
+            return pyarrow.csv.read_csv(manifest, convert_options=as_text)
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"cannot read the manifest '{manifest}' ({exc}).") from None
+    raise InputError(f"the manifest '{manifest}' is neither .csv nor .parquet.")
 
 
 def require_inputs(sources: list[Source], missing: list[str], every: bool = False) -> None:

@@ -54,6 +54,7 @@ class Run:
     report: Callable[[str], None]  # tells the user of one failed input
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     protected: frozenset[Path] = frozenset()  # files no output may replace (inputs, model)
+    targets: dict[str, int] = field(default_factory=dict)  # a manifest's class per input
     succeeded: int = 0
     failed: int = 0
     skipped: int = 0  # inputs finished by an earlier run (--resume)
@@ -126,7 +127,8 @@ class Run:
                 key = source.key(sample)
                 name = Path(index.names[key]) if key in index.names else source.name(sample)
                 name = claim(name, key, owners, gone)
-                tasks.append(Task(source, sample, key, name, ids[source.is_picture]))
+                target = self.targets.get(source.key())
+                tasks.append(Task(source, sample, key, name, ids[source.is_picture], target))
         self.journal.append(
             [
                 {"input": k, "settings_id": sid, "status": RETIRED}
@@ -182,6 +184,8 @@ class Run:
             return False
         if found.stamp != file_stamp(task.source.path):
             return False
+        if task.target is not None and found.target != task.target:
+            return False  # the manifest asks for another class now
         if found.part is None or not (self.folder / found.part).is_file():
             return False  # its row is not in the table
         files = self.work().files(task)

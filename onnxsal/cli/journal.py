@@ -80,6 +80,7 @@ class Done:
     stamp: Any
     outputs: tuple[str, ...]
     part: str | None  # the results table's part holding the row
+    target: Any  # the target explained
 
 
 @dataclass
@@ -140,7 +141,11 @@ class Journal:
                 continue
             outputs = tuple((record.get("outputs") or {}).values())
             found.done[key] = Done(
-                record.get("status"), record.get("stamp"), outputs, record.get("part")
+                record.get("status"),
+                record.get("stamp"),
+                outputs,
+                record.get("part"),
+                record.get("target"),
             )
             found.names[record["input"]] = record.get("name", "")
         return found

@@ -53,10 +53,30 @@ class OnRay:
         if started:
             _start(ray, self.address)
         try:
+            self._fits(ray)
             self._run(ray, run, todo, record)
+        except ray.exceptions.RayError as exc:
+            raise OnnxsalError(
+                f"Ray stopped the run ({_first_line(exc)}); what was done is kept: rerun "
+                "with --resume."
+            ) from None
         finally:
             if started:
                 ray.shutdown()
+
+    def _fits(self, ray: Any) -> None:
+        """Refuse actors no node of the cluster can hold (Ray would wait for ever)."""
+        nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        for name, wanted, flag in (
+            ("CPU", self.cpus_per_actor, "--cpus-per-actor"),
+            ("GPU", self.gpus_per_actor, "--gpus-per-actor"),
+        ):
+            most = max((n.get(name, 0.0) for n in nodes), default=0.0)
+            if wanted > most:
+                raise OptionError(
+                    f"an actor asks for {wanted:g} {name}s ({flag}) but no Ray node has more "
+                    f"than {most:g}; lower {flag} (or add nodes that have them)."
+                )
 
     def _run(self, ray: Any, run: Any, todo: list, record: Any) -> None:
         context = ray.data.DataContext.get_current()
@@ -121,18 +141,25 @@ def _task_record(task: workers.Task) -> dict:
         "key": task.key,
         "name": str(task.name),
         "settings_id": task.settings_id,
+        "target": -1 if task.target is None else task.target,
     }
 
 
 def _task(batch: dict[str, np.ndarray], i: int) -> workers.Task:
-    sample = int(batch["sample"][i])
+    sample, target = int(batch["sample"][i]), int(batch["target"][i])
     return workers.Task(
         Source(Path(batch["path"][i]), Path(batch["rel"][i])),
         None if sample < 0 else sample,
         str(batch["key"][i]),
         Path(batch["name"][i]),
         str(batch["settings_id"][i]),
+        None if target < 0 else target,
     )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _run_error(stop: dict) -> OnnxsalError:
@@ -159,7 +186,7 @@ def _start(ray: Any, address: str | None) -> None:
     """Connect to the cluster at `address`, or start one on this machine."""
     try:
         ray.init(
-            address=address,
+            address=address or "local",  # never a cluster the user did not name
             include_dashboard=False,
             logging_level=logging.ERROR,
             log_to_driver=False,

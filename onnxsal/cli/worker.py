@@ -36,6 +36,7 @@ from onnxsal.errors import (
 from onnxsal.images import DEFAULT_MAX_PIXELS, prepare
 from onnxsal.methods import get_method
 from onnxsal.samples import Samples, read_samples
+from onnxsal.targets import Class
 from onnxsal.targets.activation import probabilities
 
 # errors that stop the whole run: the model cannot be read as it should, an option is
@@ -53,6 +54,7 @@ class Task:
     key: str  # the input as the journal knows it (Source.key)
     name: Path  # the output name, relative to the folder
     settings_id: str
+    target: int | None = None  # the class to explain (a manifest's), None: the run's
     stamp: list[int] | None = None  # the file's size and mtime when it was read
 
     @property
@@ -127,10 +129,10 @@ class Worker:
         self._rows, self._maps = {}, {}
         try:
             ready = [(t, item) for t in tasks if (item := self._prepare(t)) is not None]
-            shapes: dict[tuple, list[tuple[Task, Item]]] = {}
+            groups: dict[tuple, list[tuple[Task, Item]]] = {}
             for task, item in ready:  # clips, lines and token rows come in several lengths
-                shapes.setdefault(item.tensor.shape, []).append((task, item))
-            for group in shapes.values():
+                groups.setdefault((item.tensor.shape, task.target is None), []).append((task, item))
+            for group in groups.values():
                 self._explain_group(group)
         finally:
             done = [self._rows[t.key] for t in tasks if t.key in self._rows]
@@ -214,11 +216,14 @@ class Worker:
     def _explain(self, ready: list[tuple[Task, Item]]) -> None:
         ex, req = self.explainer, self.work.request
         batch = np.concatenate([item.tensor for _, item in ready])
+        goal = req.target
+        if ready[0][0].target is not None:  # a manifest's classes, one per input
+            goal = Class(np.array([task.target for task, _ in ready]))
         started = time.perf_counter()
         result = ex.run(
             batch,
             req.method,
-            req.target,
+            goal,
             layer=req.layer,
             unit=req.unit,
             wrt=req.wrt,
@@ -232,7 +237,7 @@ class Worker:
         method = get_method(req.method)
         explains_classes = result.kind == "class" and (req.layer is None or method.layer_is_own)
         if scores is None and explains_classes:
-            scores = ex.predict(batch, req.target, batch_size=req.batch_size, inputs=req.feeds)
+            scores = ex.predict(batch, goal, batch_size=req.batch_size, inputs=req.feeds)
         for i, (task, item) in enumerate(ready):
             attribution = result.attribution[i]
             own = scores[i] if scores is not None else np.zeros(0)
