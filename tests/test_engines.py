@@ -192,3 +192,85 @@ def test_ray_options_need_the_ray_engine_and_ray(digits, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     out = invoke(*args, "--engine", "ray", code=2).output
     assert "pip install 'onnxsal[ray]'" in out
+
+
+@pytest.fixture(scope="module")
+def bucket(digits, tmp_path_factory):
+    """A local S3 (moto's server) holding the digits under s3://photos/in/."""
+    import socket
+    import subprocess
+    import time
+
+    boto3 = pytest.importorskip("boto3", reason="the object-store test needs moto[server]")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [Path(sys.executable).with_name("moto_server"), "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        s3 = boto3.client("s3")
+        for _ in range(100):
+            try:
+                s3.create_bucket(Bucket="photos")
+                break
+            except Exception:
+                time.sleep(0.1)
+        for i in range(6):
+            s3.upload_file(str(digits / f"d{i:02d}.png"), "photos", f"in/sub/d{i:02d}.png")
+        s3.upload_file(str(digits / "broken.png"), "photos", "in/broken.png")
+        s3.upload_file(str(digits / "d07.png"), "photos", "in/.hidden.png")
+        s3.put_object(Bucket="photos", Key="in/notes.txt", Body=b"not an input")
+        yield "s3://photos/in/"
+    finally:
+        server.terminate()
+        server.wait()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def test_inputs_in_an_object_store_on_both_engines(bucket, digits, tmp_path):
+    args = ("explain", "digits-cnn", bucket, "--format", "npy")
+    here = invoke(*args, "-o", tmp_path / "here", code=1).output
+    assert "6 explained, 1 failed" in here and f"{bucket}broken.png: not a readable" in here
+    there = invoke(*args, "-o", tmp_path / "there", *RAY, code=1).output
+    assert "6 explained, 1 failed" in there
+    rows = summary(tmp_path / "here")
+    assert without_timing(rows) == without_timing(summary(tmp_path / "there"))
+    assert {r["input"] for r in rows} == {f"{bucket}sub/d{i:02d}.png" for i in range(6)} | {
+        f"{bucket}broken.png"
+    }
+    local = tmp_path / "files"
+    invoke(
+        "explain",
+        "digits-cnn",
+        *(digits / f"d{i:02d}.png" for i in range(6)),
+        "-o",
+        local,
+        "--format",
+        "npy",
+    )
+    fetched = maps(tmp_path / "there" / "sub")
+    assert len(fetched) == 6
+    for name, found in fetched.items():
+        np.testing.assert_array_equal(
+            found, np.load(next(local.glob(name.split(".vanilla")[0] + ".*.npy")))
+        )
+    again = invoke(*args, "-o", tmp_path / "here", "--resume", code=1).output
+    assert "0 explained, 1 failed, 6 done before" in again  # stamps from the store
+    audit(tmp_path / "there")
+    gone = invoke("explain", "digits-cnn", "s3://photos/nothing/", "-o", tmp_path / "x", code=1)
+    assert "s3://photos/nothing/: no such file" in gone.output

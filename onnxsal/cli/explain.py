@@ -212,7 +212,7 @@ def explain(
     _refuse_ray_options_without_ray(engine, address, actors, cpus_per_actor, gpus_per_actor)
     pre = preprocess_values(flags)
     feeds = common.feeds(feed)
-    sources, missing = find_inputs(list(inputs), skip=folder)
+    sources, missing = find_inputs(list(inputs), skip=folder, stores=True)
     wanted: dict[str, str] = {}
     if manifest is not None:
         listed, wanted, absent = read_manifest(Path(manifest))
@@ -250,7 +250,7 @@ def explain(
     drawing = Drawing(
         fmt, overlay, panel, original_size, colormap, alpha, reduce, show, saliency_colormap
     )
-    protected = {s.path.resolve() for s in sources} | _summaries(folder)
+    protected = {s.path.resolve() for s in sources if s.url is None} | _summaries(folder)
     for given in (model, manifest):
         if given is not None and Path(given).is_file():
             protected.add(Path(given).resolve())
@@ -309,7 +309,7 @@ def _refuse_foreign_summaries(folder: Path, sources: list[Source]) -> None:
     """Summaries are onnxsal's files in -o: never an input, never someone else's file."""
     ours = _summaries(folder)
     for source in sources:
-        if source.path.resolve() in ours:
+        if source.url is None and source.path.resolve() in ours:
             raise click.BadParameter(
                 f"the input '{source.path}' is where the summary goes; choose another -o.",
                 param_hint="-o",

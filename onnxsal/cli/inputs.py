@@ -9,18 +9,23 @@ path if it has a `target` column.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import glob
 import hashlib
 import os
+import re
+import shutil
+import tempfile
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
 from onnxsal.cli.files import holds_results
-from onnxsal.errors import InputError
+from onnxsal.errors import InputError, OnnxsalError
 from onnxsal.images import IMAGE_SUFFIXES
 from onnxsal.samples import ARRAY_SUFFIXES
 
@@ -29,19 +34,57 @@ WANTED = IMAGE_SUFFIXES | ARRAY_SUFFIXES
 
 @dataclass(frozen=True)
 class Source:
-    """One input file, and its name relative to where it was found."""
+    """One input file, and its name relative to where it was found. An object in a
+    store (`url`: s3://, gs://, abfs://, hdfs://, ...) is read through pyarrow's file
+    systems, which take their credentials and endpoint from the usual environment
+    (AWS_PROFILE, AWS_ENDPOINT_URL, GOOGLE_APPLICATION_CREDENTIALS, ...)."""
 
-    path: Path
+    path: Path  # the file (of an object: its path in the store)
     rel: Path
+    url: str | None = None
 
     @property
     def is_picture(self) -> bool:
         return self.path.suffix.lower() not in ARRAY_SUFFIXES
 
+    @property
+    def shown(self) -> str:
+        """The input as the user named it."""
+        return self.url or str(self.path)
+
     def key(self, sample: int | None = None) -> str:
-        """The input as records know it: the file's absolute path (and sample)."""
-        path = str(self.path.resolve())
+        """The input as records know it: the file's absolute path or URL (and sample)."""
+        path = self.url or str(self.path.resolve())
         return path if sample is None else f"{path}#{sample}"
+
+    def stamp(self) -> list[int] | None:
+        """Its size and modification time: a changed input is explained anew."""
+        if self.url is None:
+            return file_stamp(self.path)
+        try:
+            info = _store(self.url).get_file_info(str(self.path))
+        except OSError:
+            return None
+        return [info.size, info.mtime_ns] if info.size is not None else None
+
+    @contextlib.contextmanager
+    def local(self) -> Iterator[Path]:
+        """A local file holding the input (an object is fetched into a temporary one)."""
+        if self.url is None:
+            yield self.path
+            return
+        with tempfile.TemporaryDirectory(prefix="onnxsal-") as folder:
+            local = Path(folder) / self.path.name
+            try:
+                store = _store(self.url)
+                with store.open_input_stream(str(self.path)) as src, open(local, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+            except OSError as exc:
+                raise InputError(f"{self.url}: cannot be read ({_reason(exc)}).") from None
+            try:
+                yield local
+            except OnnxsalError as exc:  # its messages name the input, not the copy
+                raise type(exc)(str(exc).replace(str(local), self.url)) from None
 
     def name(self, sample: int | None = None) -> Path:
         """Its output name: the relative path, extension kept (`NAME.ROW` for a sample)."""
@@ -68,18 +111,26 @@ def claim(name: Path, key: str, owners: dict[str, str], free: Callable[[str], bo
     raise InputError(f"{key}: no free output name; choose another -o.")
 
 
-def find_inputs(specs: list[str], skip: Path | None = None) -> tuple[list[Source], list[str]]:
+def find_inputs(
+    specs: list[str], skip: Path | None = None, stores: bool = False
+) -> tuple[list[Source], list[str]]:
     """Input files from paths, folders (recursively, by extension) and glob patterns,
     in a stable order without repeats; and the specs that matched nothing.
 
-    `skip`: a folder never read (the output folder of the run).
+    `skip`: a folder never read (the output folder of the run). `stores`: URLs of
+    objects or prefixes in object stores are read too (s3://bucket/photos/).
     """
     skipped = skip.resolve() if skip is not None else None
     found: list[Source] = []
     missing: list[str] = []
     for spec in specs:
         path = Path(spec)
-        if path.is_dir():
+        if stores and STORE_URL.match(spec):
+            listed = _stored(spec)
+            found += listed
+            if not listed:
+                missing.append(spec)
+        elif path.is_dir():
             if skipped is not None and path.resolve() == skipped:
                 raise click.BadParameter(
                     f"'{spec}' is both the input folder and the output folder; choose another.",
@@ -100,14 +151,87 @@ def find_inputs(specs: list[str], skip: Path | None = None) -> tuple[list[Source
             if not files:
                 missing.append(spec)
             found += [Source(m, Path(m.name)) for m in files]
-    seen: set[Path] = set()
+    seen: set[str] = set()
     unique = []
     for source in found:
-        key = source.path.resolve()
+        key = source.key()
         if key not in seen:
             seen.add(key)
             unique.append(source)
     return unique, missing
+
+
+STORE_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
+def _stored(url: str) -> list[Source]:
+    """The inputs under an object-store URL: the object itself, or those below a prefix
+    (by extension, hidden names skipped), in name order."""
+    import pyarrow.fs
+
+    try:
+        store = _store(url)
+        where = _store_path(url)
+        info = store.get_file_info(where)
+        if info.type == pyarrow.fs.FileType.File:
+            return [Source(Path(where), Path(Path(where).name), url)]
+        if info.type != pyarrow.fs.FileType.Directory:
+            return []
+        listed = store.get_file_info(pyarrow.fs.FileSelector(where, recursive=True))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{url}: cannot be listed ({_reason(exc)}).") from None
+    base, found = url.rstrip("/"), []
+    for info in sorted(listed, key=lambda i: i.path):
+        rel = Path(info.path).relative_to(where)
+        if info.type != pyarrow.fs.FileType.File or rel.suffix.lower() not in WANTED:
+            continue
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        found.append(Source(Path(info.path), rel, f"{base}/{rel.as_posix()}"))
+    return found
+
+
+@functools.lru_cache(maxsize=16)
+def _store_of(root: str):
+    import pyarrow.fs
+
+    return pyarrow.fs.FileSystem.from_uri(root)[0]
+
+
+GIVE_UP = 30  # seconds a Google Cloud Storage call retries (its own default: 15 minutes)
+
+
+def _store(url: str):
+    """The pyarrow file system of a URL (one per bucket, made once)."""
+    scheme, _, rest = url.partition("://")
+    root = f"{scheme}://{rest.split('/', 1)[0]}"
+    if scheme.lower() in ("gs", "gcs"):
+        root += f"?retry_limit_seconds={GIVE_UP}"
+    return _store_of(root)
+
+
+def _store_path(url: str) -> str:
+    import pyarrow.fs
+
+    return pyarrow.fs.FileSystem.from_uri(url)[1].rstrip("/")
+
+
+def _reason(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
+def input_exists(key: str) -> bool:
+    """Whether the input a record's key names is still there (a store that cannot be
+    asked counts as there: nothing is given up on a network error)."""
+    place = re.sub(r"#\d+$", "", key)
+    if not STORE_URL.match(place):
+        return Path(place).exists()
+    try:
+        import pyarrow.fs
+
+        return _store(place).get_file_info(_store_path(place)).type != pyarrow.fs.FileType.NotFound
+    except (OSError, ValueError):
+        return True
 
 
 def _walk(folder: Path, skipped: Path | None) -> list[Path]:

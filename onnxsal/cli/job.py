@@ -20,14 +20,13 @@ reported and skipped; the others go on.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from onnxsal import __version__
-from onnxsal.cli.inputs import Source, claim, file_stamp, name_key
+from onnxsal.cli.inputs import Source, claim, input_exists, name_key
 from onnxsal.cli.journal import RETIRED, Index, Journal, settings_id, strict
 from onnxsal.cli.render import Drawing
 from onnxsal.cli.worker import JobRequest, Task, Work, Worker
@@ -115,8 +114,7 @@ class Run:
 
         def gone(holder: str) -> bool:
             """A holder whose file is gone gives its name up (and its rows are retired)."""
-            path = re.sub(r"#\d+$", "", holder)
-            if Path(path).exists():
+            if input_exists(holder):
                 return False
             retired.add(holder)
             return True
@@ -152,9 +150,8 @@ class Run:
         if source.is_picture:
             return [None]
         try:
-            count = count_samples(
-                source.path, self.explainer.sample_rank, self.explainer.input_name
-            )
+            with source.local() as path:
+                count = count_samples(path, self.explainer.sample_rank, self.explainer.input_name)
         except OnnxsalError:
             return [None]  # one input, failing when read: a row says why
         if count == 1 and source.path.suffix.lower() != ".csv":
@@ -182,7 +179,7 @@ class Run:
         found = index.done.get((task.key, task.settings_id))
         if found is None or found.status != "ok":
             return False
-        if found.stamp != file_stamp(task.source.path):
+        if found.stamp != task.source.stamp():
             return False
         if task.target is not None and found.target != task.target:
             return False  # the manifest asks for another class now

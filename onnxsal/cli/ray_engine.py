@@ -137,6 +137,7 @@ def _task_record(task: workers.Task) -> dict:
     return {
         "path": str(source.path),
         "rel": str(source.rel),
+        "url": source.url or "",
         "sample": -1 if task.sample is None else task.sample,
         "key": task.key,
         "name": str(task.name),
@@ -148,7 +149,7 @@ def _task_record(task: workers.Task) -> dict:
 def _task(batch: dict[str, np.ndarray], i: int) -> workers.Task:
     sample, target = int(batch["sample"][i]), int(batch["target"][i])
     return workers.Task(
-        Source(Path(batch["path"][i]), Path(batch["rel"][i])),
+        Source(Path(batch["path"][i]), Path(batch["rel"][i]), str(batch["url"][i]) or None),
         None if sample < 0 else sample,
         str(batch["key"][i]),
         Path(batch["name"][i]),

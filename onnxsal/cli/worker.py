@@ -23,7 +23,7 @@ import numpy as np
 
 from onnxsal.cli import table
 from onnxsal.cli.files import STATE, DiskFullError, FolderGoneError
-from onnxsal.cli.inputs import Source, file_stamp
+from onnxsal.cli.inputs import Source
 from onnxsal.cli.render import Drawing, Item
 from onnxsal.errors import (
     InputError,
@@ -60,7 +60,7 @@ class Task:
     @property
     def shown(self) -> str:
         """The input as the user named it, for messages."""
-        return str(self.source.path) + ("" if self.sample is None else f"#{self.sample}")
+        return self.source.shown + ("" if self.sample is None else f"#{self.sample}")
 
 
 @dataclass(kw_only=True)
@@ -119,7 +119,7 @@ class Worker:
         self.explainer = explainer
         self.check = check or (lambda: folder_there(work.folder))
         self.succeeded = 0  # a refusal before any success is the setup's, not the input's
-        self._file: tuple[Path, Samples] | None = None  # the samples file read last
+        self._file: tuple[Source, Samples] | None = None  # the samples file read last
         self._rows: dict[str, dict] = {}
         self._maps: dict[str, np.ndarray] = {}
 
@@ -163,7 +163,7 @@ class Worker:
 
     def _fail(self, task: Task, message: str) -> None:
         message = " ".join(message.split())
-        if not message.startswith(str(task.source.path)):
+        if not message.startswith(task.source.shown):
             message = f"{task.shown}: {message}"
         for path in self.work.files(task).values():  # no earlier map stands for this failure
             if path.resolve() not in self.work.protected:  # an input named like an output stays
@@ -180,7 +180,7 @@ class Worker:
                         f"its output '{path}' would replace an input or the model; choose "
                         "another -o."
                     )
-            task.stamp = file_stamp(task.source.path)  # before reading: a later change is seen
+            task.stamp = task.source.stamp()  # before reading: a later change is seen
             item = self._read(task)
             item.tensor = self.explainer.check_input(item.tensor)  # shape, dtype, NaN
             return item
@@ -191,25 +191,30 @@ class Worker:
             return None
 
     def _read(self, task: Task) -> Item:
-        path, work = task.source.path, self.work
-        if task.source.is_picture:
+        source, work = task.source, self.work
+        if source.is_picture:
             if work.picture_error is not None:
                 raise work.picture_error
-            prepared = prepare(
-                path,
-                work.recipe,
-                keep_original=work.drawing.original_size,
-                max_pixels=work.max_pixels,
-            )
+            with source.local() as path:
+                prepared = prepare(
+                    path,
+                    work.recipe,
+                    keep_original=work.drawing.original_size,
+                    max_pixels=work.max_pixels,
+                )
             return Item(prepared.tensor, prepared.picture, prepared.original)
-        if self._file is None or self._file[0] != path:  # a file's samples come in a row
-            samples = read_samples(path, self.explainer.sample_rank, self.explainer.input_name)
-            self._file = (path, samples)
+        if self._file is None or self._file[0] != source:  # a file's samples come in a row
+            with source.local() as path:
+                ex = self.explainer
+                samples = read_samples(path, ex.sample_rank, ex.input_name)
+                if source.url is not None:  # read whole before the fetched copy goes
+                    samples.values = np.array(samples.values)
+            self._file = (source, samples)
         samples = self._file[1]
         return Item(
             np.array(samples.values[task.sample or 0][None]),
             names=samples.names,
-            tabular=path.suffix.lower() == ".csv",
+            tabular=source.path.suffix.lower() == ".csv",
             tokens=self.explainer.integer_input,
         )
 
