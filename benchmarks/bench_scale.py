@@ -6,6 +6,7 @@ The console script explains a folder of pictures (photos from scikit-image, resi
 recoloured a little so that no two are alike, JPEG) in a subprocess, as a user runs it:
 
 - `local`: the default engine (one process, onnxruntime's own thread count);
+- `local, N workers`: `--workers N`, one process per CPU, one thread each;
 - `ray, 1 actor`: one actor reserving every CPU (its onnxruntime threads as many);
 - `ray, N actors`: one actor per CPU, one thread each;
 - `ray, 2 nodes`: two Ray nodes on this machine (ray.cluster_utils.Cluster: two raylets,
@@ -100,6 +101,7 @@ def main() -> None:
     ray_flags = ["--engine", "ray"]
     variants = {
         "local": ([], cpus),
+        f"local, {cpus} workers": (["--workers", str(cpus)], cpus),
         "ray, 1 actor": ([*ray_flags, "--actors", "1", "--cpus-per-actor", str(cpus)], cpus),
         f"ray, {cpus} actors": (
             [*ray_flags, "--actors", str(cpus), "--cpus-per-actor", "1"],

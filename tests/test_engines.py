@@ -47,16 +47,19 @@ def maps(folder: Path) -> dict[str, np.ndarray]:
 def test_both_engines_give_one_summary_one_set_of_maps_and_one_table(digits, tmp_path):
     here, there = tmp_path / "here", tmp_path / "there"
     args = ("explain", "digits-cnn", digits, "--batch-size", "5", "--format", "npy")
+    pool = tmp_path / "pool"
     local = invoke(*args, "-o", here, code=1).output
     remote = invoke(*args, "-o", there, *RAY, code=1).output
-    for out in (local, remote):
+    processes = invoke(*args, "-o", pool, "--workers", "2", code=1).output
+    for out in (local, remote, processes):
         assert "24 explained, 1 failed" in out and "broken.png" in out
-    assert without_timing(summary(here)) == without_timing(summary(there))
-    assert len(audit(there)) == 25  # the table is the summary, each input once
-    ours, theirs = maps(here), maps(there)
-    assert len(ours) == 24 and ours.keys() == theirs.keys()
-    for name in ours:
-        np.testing.assert_array_equal(ours[name], theirs[name])
+    for other in (there, pool):
+        assert without_timing(summary(here)) == without_timing(summary(other))
+        assert len(audit(other)) == 25  # the table is the summary, each input once
+        ours, theirs = maps(here), maps(other)
+        assert len(ours) == 24 and ours.keys() == theirs.keys()
+        for name in ours:
+            np.testing.assert_array_equal(ours[name], theirs[name])
     again = invoke(
         *args, "-o", here, *RAY, "--resume", code=1
     ).output  # the local run's work stands
@@ -89,6 +92,22 @@ def test_a_parquet_table_as_the_primary_output(digits, tmp_path):
     )
     settings = json.loads(row.settings)
     assert settings["method"] == "vanilla" and row.top5[0]["label"] == row.label
+    readme_snippets_read_the_table(out / "table", len(table) - 1, expected.shape)
+
+
+def readme_snippets_read_the_table(table: Path, ok: int, shape: tuple) -> None:
+    """The README's DuckDB one-liner and pyarrow lines, run as written (on this folder)."""
+    duckdb = pytest.importorskip("duckdb")
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    query = next(line for line in readme.splitlines() if line.startswith('duckdb -c "'))
+    sql = query.removeprefix('duckdb -c "').removesuffix('"').replace("audit/table", str(table))
+    counted = duckdb.sql(sql).fetchall()
+    assert sum(n for _, n, _ in counted) == ok and all(isinstance(s, float) for *_, s in counted)
+    lines = readme.split("import pyarrow.compute as pc, pyarrow.dataset as ds", 1)[1]
+    code = "import pyarrow.compute as pc, pyarrow.dataset as ds" + lines.split("```", 1)[0]
+    found: dict = {}
+    exec(code.replace('"audit/table"', repr(str(table))), found)
+    assert found["maps"].shape == (ok, *shape)
 
 
 def write_manifest(path: Path, rows: list[tuple[str, str]]) -> Path:
@@ -140,6 +159,37 @@ def test_a_bad_manifest_is_one_line(digits, tmp_path, content, flags, says):
     )
     assert out.exit_code in (1, 2) and says in out.output, out.output
     assert len(out.output.strip().splitlines()) == 1
+
+
+def test_a_killed_worker_process_stops_the_run_in_one_line_and_resume_finishes(digits, tmp_path):
+    import signal
+
+    from tests.test_hostile import SLOW, children, finished, spawn, wait_for
+
+    out = tmp_path / "o"
+    args = ("explain", "digits-cnn", digits, "-o", out, *SLOW, "--workers", "2")
+    proc = spawn(*args, log=tmp_path / "run")
+    wait_for(
+        lambda: (out / ".onnxsal" / "journal.jsonl").is_file() and journal_keys(out), proc, "a row"
+    )
+    helpers = [
+        pid
+        for pid in children(proc.pid)
+        if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    os.kill(helpers[0], signal.SIGKILL)
+    rc, _, err = finished(proc, tmp_path / "run")
+    *inputs, stopped = err.splitlines()  # the broken picture's line may come first
+    assert rc == 1 and all("broken.png" in line for line in inputs), err
+    assert "a worker process died" in stopped and "--resume" in stopped
+    done = journal_keys(out)
+    assert 0 < len(done) < 25 and len(done) == len(set(done))
+    audit(out)
+    rc, _, err = finished(spawn(*args, "--resume", log=tmp_path / "again"), tmp_path / "again")
+    assert rc == 1 and "broken.png" in err  # the broken picture fails again, alone
+    again = journal_keys(out)
+    assert len(audit(out)) == 25
+    assert all(again.count(key) == 1 for key in done if "broken" not in key), "redone"
 
 
 class DyingActor:

@@ -9,6 +9,7 @@ CSV cells neutral, nothing temporary left.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import html.parser
@@ -286,19 +287,42 @@ def own_map(ex, path: Path, method: str = "vanilla", **kw) -> np.ndarray:
 # -- kills mid-run, then --resume -------------------------------------------------------------
 
 
+def children(pid: int) -> set[int]:
+    """The processes whose parent is `pid` (Linux's /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(stat.parent.name))
+    return found
+
+
+def gone(pids: set[int], timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(Path(f"/proc/{pid}").exists() for pid in pids):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("workers", ["1", "2"], ids=["one-process", "two-workers"])
 @pytest.mark.parametrize(
     "sig, code",
     [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGKILL, -signal.SIGKILL)],
     ids=["SIGINT", "SIGTERM", "SIGKILL"],
 )
-def test_a_signal_mid_run_then_resume_finishes_without_redoing(ten, tmp_path, sig, code):
+def test_a_signal_mid_run_then_resume_finishes_without_redoing(ten, tmp_path, sig, code, workers):
     out = tmp_path / "o"
-    args = ("explain", "digits-cnn", ten, "-o", out, *SLOW)
+    args = ("explain", "digits-cnn", ten, "-o", out, *SLOW, "--workers", workers)
     proc = spawn(*args, log=tmp_path / "killed")
     wait_for(lambda: len(journal_lines(out)) >= 1, proc, "journal line")
+    helpers = children(proc.pid)
+    assert (len(helpers) >= 2) == (workers == "2"), helpers  # workers (and spawn's tracker)
     proc.send_signal(sig)
     rc, _, err = finished(proc, tmp_path / "killed")
     assert rc == code, err
+    assert gone(helpers), "a worker process outlived the command"
     done = journal_keys(out)
     assert 0 < len(done) < 10, "the signal did not land mid-run"
     assert len(done) == len(set(done))

@@ -113,6 +113,14 @@ TARGET_HELP = (
     "this machine or the cluster at --address.",
 )
 @click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="With the local engine: processes explaining at once, each with its share of the "
+    "cores (2 on 2 cores: 1.4x the pictures a second; each holds its own model).",
+)
+@click.option(
     "--address", help="With --engine ray: the cluster to join ('auto', HOST:PORT, ray://...)."
 )
 @click.option(
@@ -167,6 +175,7 @@ def explain(
     providers,
     resume,
     engine,
+    workers,
     address,
     actors,
     cpus_per_actor,
@@ -210,6 +219,8 @@ def explain(
         raise click.BadParameter("--unit is a unit of --layer; give --layer too.")
     folder = Path(out)
     _refuse_ray_options_without_ray(engine, address, actors, cpus_per_actor, gpus_per_actor)
+    if workers > 1 and engine == "ray":
+        raise click.BadParameter("on Ray, --actors says how many explain.", param_hint="--workers")
     pre = preprocess_values(flags)
     feeds = common.feeds(feed)
     sources, missing = find_inputs(list(inputs), skip=folder, stores=True)
@@ -255,23 +266,25 @@ def explain(
         if given is not None and Path(given).is_file():
             protected.add(Path(given).resolve())
     on = run_here
-    if engine == "ray":
-        from onnxsal.cli.ray_engine import OnRay
+    if engine == "ray" or workers > 1:
+        from onnxsal.cli.worker import ExplainerRecipe
         from onnxsal.explainer import load
 
-        on = OnRay(
-            model=load(model).SerializeToString(),
-            explainer_options={
-                "providers": providers.split(",") if providers else None,
-                "input": ex.input_name,
-                "output": ex.output_name,
-                "keep_softmax": keep_softmax,
-            },
-            address=address,
-            actors=actors,
-            cpus_per_actor=cpus_per_actor,
-            gpus_per_actor=gpus_per_actor,
+        recipe = ExplainerRecipe(
+            load(model).SerializeToString(),
+            providers.split(",") if providers else None,
+            ex.input_name,
+            ex.output_name,
+            keep_softmax,
         )
+        if engine == "ray":
+            from onnxsal.cli.ray_engine import OnRay
+
+            on = OnRay(recipe, address, actors, cpus_per_actor, gpus_per_actor)
+        else:
+            from onnxsal.cli.processes import InProcesses
+
+            on = InProcesses(recipe, workers)
     with exclusive(folder) as lock:
         journal = Journal(folder, check=lock.check)
         journal.adopt_summary()

@@ -1,7 +1,8 @@
 """`--engine ray`: a run's tasks as a Ray dataset, explained by a pool of actors.
 
 The driver (the `onnxsal explain` process) plans the run and keeps the folder's
-lock and journal as on the local engine. The tasks become a Ray dataset;
+lock and journal as on the local engine (see `processes` for the same on one machine
+without Ray). The tasks become a Ray dataset;
 `map_batches` hands batches to an actor pool, each actor builds the Explainer
 once and runs the same `Worker` as the local engine, writing the pictures and
 the batch's table part itself; the rows come back to the driver, which records
@@ -20,6 +21,7 @@ import json
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,8 +40,7 @@ STOP = "stop"  # a row that stops the run: the class and message of a run error
 class OnRay:
     """The Ray engine's settings (see the module doc); called like `job.run_here`."""
 
-    model: bytes  # the model file, shipped to every actor through Ray's object store
-    explainer_options: dict  # the Explainer's keywords (providers, input, output, ...)
+    explainer: workers.ExplainerRecipe  # shipped to every actor (through Ray's object store)
     address: str | None = None  # an existing cluster ('auto', 'ray://...'); None: start one
     actors: int = 2
     cpus_per_actor: float = 1.0
@@ -88,8 +89,7 @@ class OnRay:
             ExplainActor,
             fn_constructor_kwargs={
                 "work": run.work(),
-                "model": ray.put(self.model),
-                "options": self.explainer_options,
+                "explainer": self.explainer,
                 "threads": threads,
             },
             batch_size=run.request.batch_size,
@@ -108,19 +108,8 @@ class OnRay:
 class ExplainActor:
     """One actor of the pool: an Explainer built once, then batches of tasks to rows."""
 
-    def __init__(self, work: workers.Work, model: Any, options: dict, threads: int):
-        import onnxsal
-        from onnxsal import runtime
-
-        if isinstance(model, bytes):
-            data = model
-        else:  # an object reference (Ray resolves top-level ones only when passed to tasks)
-            import ray
-
-            data = ray.get(model)
-        if not options.get("providers") or options["providers"][0] != "openvino":
-            options = {**options, "session_options": runtime.session_options(threads)}
-        self.worker = workers.Worker(work, onnxsal.Explainer(data, **options))
+    def __init__(self, work: workers.Work, explainer: workers.ExplainerRecipe, threads: int):
+        self.worker = workers.Worker(work, explainer.build(threads))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         tasks = [_task(batch, i) for i in range(len(batch["key"]))]
@@ -159,7 +148,7 @@ def _task(batch: dict[str, np.ndarray], i: int) -> workers.Task:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # Ray colours its messages
     return text.splitlines()[0] if text else type(exc).__name__
 
 

@@ -111,6 +111,31 @@ class Work:
         return self.drawing.files(stem, task.source.is_picture)
 
 
+@dataclass(frozen=True)
+class ExplainerRecipe:
+    """How a worker in another process builds its own Explainer (plain data)."""
+
+    model: bytes  # the model file as loaded (external data read in)
+    providers: list[str] | None = None
+    input: str | None = None
+    output: str | None = None
+    keep_softmax: bool = False
+
+    def build(self, threads: int) -> Any:
+        """The Explainer, its runtime using `threads` threads."""
+        import onnxsal
+        from onnxsal import runtime
+
+        return onnxsal.Explainer(
+            self.model,
+            providers=self.providers,
+            input=self.input,
+            output=self.output,
+            keep_softmax=self.keep_softmax,
+            session_options=runtime.session_options(threads),
+        )
+
+
 class Worker:
     """Explains batches of tasks with one explainer (built once per process or actor)."""
 
