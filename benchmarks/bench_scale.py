@@ -1,6 +1,6 @@
 """Images per second of `onnxsal explain` on the local engine and on Ray, start-up excluded.
 
-    python benchmarks/bench_scale.py [--model efficientnet-lite0] [--images 160] [--runs 2]
+    python benchmarks/bench_scale.py [--model efficientnet-lite0] [--images 384] [--runs 2]
 
 The console script explains a folder of pictures (photos from scikit-image, resized and
 recoloured a little so that no two are alike, JPEG) in a subprocess, as a user runs it:
@@ -12,7 +12,7 @@ recoloured a little so that no two are alike, JPEG) in a subprocess, as a user r
 - `ray, 2 nodes`: two Ray nodes on this machine (ray.cluster_utils.Cluster: two raylets,
   one CPU each), the command joining with --address: the multi-node path, simulated.
 
-Each variant runs on a few pictures and on --images pictures, interleaved, --runs times;
+Each variant runs on SMALL pictures and on --images pictures, interleaved, --runs times;
 the throughput once start-up is excluded is (images_large - images_small) / (time_large -
 time_small) from the medians: Python's and Ray's start-up, the model's build and the
 first batches' warm-up cancel. Per CPU divides it by the CPUs the variant uses (the local
@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.bench_engine import _cpu_name
 
 ONNXSAL = Path(sys.executable).with_name("onnxsal")
-SMALL = 16
+SMALL = 64  # 4 batches of 16: every worker and actor starts in both runs
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "horse", "cat")
 
 
@@ -81,7 +81,7 @@ def run(model: str, pictures: Path, flags: list[str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="efficientnet-lite0")
-    parser.add_argument("--images", type=int, default=160)
+    parser.add_argument("--images", type=int, default=384)
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()
