@@ -108,6 +108,10 @@ def test_the_page_gives_pythons_maps_offline(digits, runtime_pack, tmp_path):
     x = ex.preprocess(Image.open(picture))
     folder = tmp_path / "web"
     onnxsal.web.export(ex, folder, runtime=runtime_pack)
+    # the three graphs share one copy of the weights: the page downloads the model once
+    whole = len(ex.compiled("vanilla")[0].SerializeToString())
+    served = sum(f.stat().st_size for f in [*folder.glob("*.onnx"), folder / "weights.bin"])
+    assert served < 1.3 * whole, (served, whole)
     draws = np.random.default_rng(0).standard_normal((4, x.size))
     runs = [
         {"method": "vanilla"}, {"method": "guided"}, {"method": "deconv"},

@@ -74,9 +74,7 @@ class InProcesses:
 
 def _collect(pending: set, record: Any) -> set:
     """Record the rows of the batches done; the others stay pending."""
-    done, pending = concurrent.futures.wait(
-        pending, return_when=concurrent.futures.FIRST_COMPLETED
-    )
+    done, pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
     for future in done:
         record(future.result())
     return pending

@@ -1,7 +1,8 @@
 """The explainer in the browser: a static folder that explains images on onnxruntime-web.
 
 `export(model, folder)` writes the gradient graphs (vanilla, guided, deconv; the other
-methods are loops over the vanilla graph in JavaScript), `onnxsal.json` (labels,
+methods are loops over the vanilla graph in JavaScript) with their weights in one
+shared file (`weights.bin`: each tensor once, fetched once), `onnxsal.json` (labels,
 preprocessing, the colormaps as tables so the page draws exactly the Python
 pictures' colours), `onnxsal.js` (an ES module any page can import) and
 `index.html`. The runtime is onnxruntime-web RUNTIME_VERSION: by default loaded from
@@ -12,6 +13,7 @@ in, so the folder works with no network. Nothing is fetched here.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tarfile
@@ -20,6 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
+import onnx.external_data_helper
+import onnx.numpy_helper
 
 from onnxsal.errors import OptionError
 from onnxsal.explainer import Explainer
@@ -45,6 +50,8 @@ RUNTIME_FILES = {  # ort.webgpu.min.js loads the asyncify build (WebGPU and WASM
     ),
 }
 GRAPHS = tuple(MODIFIERS)  # one gradient graph each; the other web methods loop over vanilla
+WEIGHTS = "weights.bin"  # the graphs' initializers of SHARED_BYTES or more, each stored once
+SHARED_BYTES = 1024
 WEB_METHODS = (*GRAPHS, "input_x_gradient", "smoothgrad", "integrated_gradients")
 NPM_PACK = f"npm pack onnxruntime-web@{RUNTIME_VERSION}"
 
@@ -64,9 +71,10 @@ def export(model: Any, folder: str | Path, *, runtime: str | Path | None = None)
             f"'{out}' holds files of its own; give an empty folder (or an earlier web export)."
         )
     out.mkdir(parents=True, exist_ok=True)
+    protos = {method: ex.compiled(method, None)[0] for method in GRAPHS}
+    _write(out / WEIGHTS, _share_weights(protos.values()))
     graphs = {}
-    for method in GRAPHS:
-        proto, _ = ex.compiled(method, None)
+    for method, proto in protos.items():
         graphs[method] = f"{method}.onnx"
         _write(out / graphs[method], proto.SerializeToString())
     pre = ex.preprocess
@@ -82,6 +90,7 @@ def export(model: Any, folder: str | Path, *, runtime: str | Path | None = None)
             "std": list(pre.std), "channel_order": pre.channel_order,
         },
         "graphs": graphs,
+        "weights": WEIGHTS,
         "methods": {
             m: {"signed": METHODS[m].signed, "rewritten": _rewritten(ex, m)} for m in WEB_METHODS
         },
@@ -97,6 +106,38 @@ def export(model: Any, folder: str | Path, *, runtime: str | Path | None = None)
         _write(out / name, (assets / name).read_bytes())
     _write(out / "onnxsal.json", json.dumps(meta).encode())  # last: the folder is whole
     return out / "index.html"
+
+
+def _share_weights(protos) -> bytes:
+    """Move the graphs' large initializers into one blob (the graphs, edited, point into
+    it as ONNX external data): the three graphs share the model's weights, so the page
+    downloads them once instead of three times."""
+    blob = bytearray()
+    placed: dict[tuple[str, bytes], tuple[int, int]] = {}
+    for proto in protos:
+        for tensor in proto.graph.initializer:
+            if tensor.data_type == onnx.TensorProto.STRING:
+                continue  # strings have no raw form; they stay in the graph
+            data = tensor.raw_data if tensor.HasField("raw_data") else _raw(tensor)
+            if len(data) < SHARED_BYTES:
+                continue
+            key = (tensor.name, hashlib.sha256(data).digest())
+            if key not in placed:
+                blob += bytes(-len(blob) % 64)  # aligned, as ONNX's own writer does
+                placed[key] = (len(blob), len(data))
+                blob += data
+            offset, length = placed[key]
+            kept = onnx.TensorProto(name=tensor.name, data_type=tensor.data_type, raw_data=data)
+            kept.dims.extend(tensor.dims)
+            onnx.external_data_helper.set_external_data(kept, WEIGHTS, offset, length)
+            kept.ClearField("raw_data")
+            tensor.CopyFrom(kept)
+    return bytes(blob)
+
+
+def _raw(tensor) -> bytes:
+    """A tensor's little-endian raw bytes, as ONNX stores them (packed types included)."""
+    return onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(tensor)).raw_data
 
 
 def _write(path: Path, data: bytes) -> None:

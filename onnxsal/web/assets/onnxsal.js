@@ -15,7 +15,11 @@ export async function load(base = ".", options = {}) {
   ort().env.wasm.wasmPaths = runtime;
   if (options.threads) ort().env.wasm.numThreads = options.threads;
   const provider = (await webgpuWorks()) ? "webgpu" : "wasm";
-  return { root, meta, provider, sessions: {} };
+  // the graphs' weights, shared by all of them: fetched once
+  const weights = meta.weights
+    ? new Uint8Array(await (await fetch(root + meta.weights)).arrayBuffer())
+    : null;
+  return { root, meta, provider, weights, sessions: {} };
 }
 
 async function webgpuWorks() {
@@ -29,14 +33,19 @@ async function webgpuWorks() {
 async function session(ex, method) {
   if (!ex.sessions[method]) {
     const url = ex.root + ex.meta.graphs[method];
+    const externalData = ex.weights ? [{ path: ex.meta.weights, data: ex.weights }] : undefined;
     try {
       ex.sessions[method] = await ort().InferenceSession.create(url, {
         executionProviders: [ex.provider],
+        externalData,
       });
     } catch (err) {
       if (ex.provider === "wasm") throw err;
       ex.provider = "wasm"; // WebGPU could not take this graph: the CPU can
-      ex.sessions[method] = await ort().InferenceSession.create(url, { executionProviders: ["wasm"] });
+      ex.sessions[method] = await ort().InferenceSession.create(url, {
+        executionProviders: ["wasm"],
+        externalData,
+      });
     }
   }
   return ex.sessions[method];
