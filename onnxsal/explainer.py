@@ -36,7 +36,7 @@ from onnxsal.graph.normalize import normalize
 from onnxsal.graph.specialise import SPECIALISED_OPS, input_key, steered_by_values
 from onnxsal.graph.values import values_by_name
 from onnxsal.methods import METHODS, Explanation, Request, get_method
-from onnxsal.methods.base import positive_int
+from onnxsal.methods.base import RUN_BATCH, positive_int
 from onnxsal.methods.lrp import DEFAULT_COMPOSITE, LRP, composite_key
 from onnxsal.models import ZOO
 from onnxsal.modifiers import MODIFIERS
@@ -670,7 +670,7 @@ class Explainer:
         x: Any,
         target: Any = None,
         *,
-        batch_size: int | None = 32,
+        batch_size: int | None = RUN_BATCH,
         inputs: Mapping[str, Any] | None = None,
     ) -> np.ndarray:
         """Every candidate's score (N, K) for the target's kind (a class vector's logits,
@@ -682,7 +682,7 @@ class Explainer:
         x: Any,
         target: Any = None,
         *,
-        batch_size: int | None = 32,
+        batch_size: int | None = RUN_BATCH,
         inputs: Mapping[str, Any] | None = None,
     ) -> np.ndarray:
         """Every candidate's probability (N, K): through the model's own final Softmax or
@@ -754,7 +754,7 @@ class Explainer:
         layer: str | None = None,
         unit: Any = None,
         wrt: str | None = None,
-        batch_size: int | None = 32,
+        batch_size: int | None = RUN_BATCH,
         inputs: Mapping[str, Any] | None = None,
         channel_axis: int | None = None,
         grad_modifier: str | Callable | None = None,
@@ -913,7 +913,7 @@ class Explainer:
         layer: str | None = None,
         unit: Any = None,
         wrt: str | None = None,
-        batch_size: int | None = 32,
+        batch_size: int | None = RUN_BATCH,
         inputs: Mapping[str, Any] | None = None,
         channel_axis: int | None = None,
         grad_modifier: str | Callable | None = None,
